@@ -1,0 +1,3 @@
+"""mcpgate: a production gateway for MCP servers."""
+
+__version__ = "0.1.0"
