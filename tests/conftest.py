@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"process exited with {proc.returncode} before listening:\n{out}")
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -48,12 +48,15 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_demo_server(port: int) -> subprocess.Popen[bytes]:
+    # Output goes to a file, never an unread pipe: a chatty server would block on a full pipe.
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, str(DEMO_SERVER), "--port", str(port)],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    log.close()
     try:
         wait_for_port(port, proc)
     except BaseException:

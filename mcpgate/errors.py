@@ -1,0 +1,91 @@
+"""Gateway errors as values: one table of reasons, each with a JSON-RPC code and an HTTP status.
+
+Every rejection the gateway makes on an MCP path is one of these, raised by a pipeline stage and
+rendered as a JSON-RPC error object in exactly one place (``pipeline.error_response``). The codes
+are part of the public interface: clients and dashboards match on ``error.data.reason`` (stable,
+machine-readable) and on ``error.code``. Gateway codes live in -32060..-32079, clear of the codes
+the MCP specification uses (-32002, -32020..-32022, -32042) and of JSON-RPC's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    name: str
+    code: int
+    status: int
+    message: str
+
+
+_REASONS = (
+    # JSON-RPC and MCP-defined codes, used with their standard meaning.
+    Reason("parse_error", -32700, 400, "Parse error: the body is not valid JSON"),
+    Reason("invalid_request", -32600, 400, "Invalid request"),
+    Reason("batch_not_supported", -32600, 400, "JSON-RPC batches are only allowed in protocol 2025-03-26"),
+    Reason("method_not_allowed", -32600, 405, "HTTP method not allowed"),
+    Reason("not_acceptable", -32600, 406, "Not acceptable"),
+    Reason("unsupported_media_type", -32600, 415, "Content-Type must be application/json"),
+    Reason("header_mismatch", -32020, 400, "MCP header does not match the request body"),
+    Reason("unsupported_protocol_version", -32022, 400, "Unsupported protocol version"),
+    Reason("internal_error", -32603, 500, "Internal gateway error"),
+    # Gateway codes.
+    Reason("session_required", -32060, 400, "Mcp-Session-Id header is required"),
+    Reason("session_not_found", -32061, 404, "Session not found or expired; initialize a new one"),
+    Reason("server_not_found", -32062, 404, "No such MCP server behind this gateway"),
+    Reason("origin_not_allowed", -32063, 403, "Origin not allowed"),
+    Reason("body_too_large", -32064, 413, "Request body too large"),
+    Reason("unauthenticated", -32065, 401, "Authentication required"),
+    Reason("forbidden", -32066, 403, "Forbidden by policy"),
+    Reason("rate_limited", -32067, 429, "Rate limit exceeded"),
+    Reason("upstream_unreachable", -32070, 502, "Upstream server unreachable"),
+    Reason("upstream_bad_response", -32071, 502, "Upstream server sent an invalid response"),
+    Reason("upstream_timeout", -32072, 504, "Upstream server timed out"),
+    Reason("upstream_unavailable", -32073, 503, "Upstream server unavailable"),
+    Reason("shutting_down", -32074, 503, "Gateway is shutting down"),
+)
+
+REASONS: Mapping[str, Reason] = {r.name: r for r in _REASONS}
+
+
+class GatewayError(Exception):
+    """A rejection with a stable reason; ``message`` is for humans and must never hold secrets."""
+
+    __slots__ = ("data", "headers", "message", "reason")
+
+    def __init__(
+        self,
+        reason: str,
+        message: str | None = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.reason = REASONS[reason]
+        self.message = message or self.reason.message
+        self.data = dict(data) if data else {}
+        self.headers = dict(headers) if headers else {}
+        super().__init__(self.message)
+
+    @property
+    def status(self) -> int:
+        return self.reason.status
+
+    @property
+    def code(self) -> int:
+        return self.reason.code
+
+    def to_jsonrpc(self, request_id: str | int | None) -> dict[str, Any]:
+        return {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "error": {
+                "code": self.reason.code,
+                "message": self.message,
+                "data": {"reason": self.reason.name, **self.data},
+            },
+        }

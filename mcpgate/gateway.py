@@ -1,0 +1,107 @@
+"""The running gateway's state: built once from a Config, shared by every request.
+
+Kept apart from ``server.py`` (the aiohttp wiring) so that pipeline stages can depend on it
+without depending on the web layer's startup code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from mcpgate.config.model import Config
+from mcpgate.sessions import MemorySessionStore, Session, SessionStore
+from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
+
+log = logging.getLogger("mcpgate.gateway")
+
+
+class StartupError(Exception):
+    """The configuration is valid but cannot run here (say, a backend this build lacks)."""
+
+
+@dataclass(eq=False)
+class Gateway:
+    config: Config
+    upstreams: dict[str, HttpUpstream]
+    sessions: SessionStore
+    # Set when shutdown begins: long-lived streams end, new work is refused.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    # Open upstream responses of long-lived streams (GET), closed at shutdown so they end at once.
+    streams: set[aiohttp.ClientResponse] = field(default_factory=set)
+    _sweeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> Gateway:
+        if config.sessions.backend != "memory":
+            raise StartupError(
+                f"sessions.backend: {config.sessions.backend!r} is not available in this version; use 'memory'"
+            )
+        upstreams = {u.name: HttpUpstream(u) for u in config.upstreams if u.transport == "streamable-http"}
+        for u in config.upstreams:
+            if u.transport != "streamable-http":
+                log.warning(
+                    "upstream %s uses the %s transport, which this version does not serve yet", u.name, u.transport
+                )
+        return cls(config, upstreams, MemorySessionStore(config.sessions.idle_timeout))
+
+    async def start(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.start()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
+
+    def begin_shutdown(self) -> None:
+        """Step one of shutdown: open streams end now; in-flight calls get the grace period."""
+        self.closing.set()
+        for resp in list(self.streams):
+            resp.close()
+        self.streams.clear()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for upstream in self.upstreams.values():
+            await upstream.close()
+        await self.sessions.close()
+
+    def is_ready(self) -> bool:
+        ready_when = self.config.server.ready_when
+        states = {name: u.state.health == "healthy" for name, u in self.upstreams.items()}
+        if ready_when == "any":
+            return any(states.values()) or not states
+        if ready_when == "all":
+            return all(states.values())
+        return all(states.get(name, False) for name in ready_when)
+
+    async def end_upstream_sessions(self, session: Session) -> None:
+        """Best effort: tell each upstream its session is over (DELETE), ignoring failures."""
+        for name, upstream_sid in session.upstream_sessions.items():
+            upstream = self.upstreams.get(name)
+            if upstream is None or upstream_sid is None:
+                continue
+            headers = upstream.headers_for(
+                {"MCP-Protocol-Version": session.protocol_version}, accept="*/*", session_id=upstream_sid
+            )
+            try:
+                async with asyncio.timeout(upstream.config.timeout):
+                    resp = await upstream.session.delete(upstream.url, headers=headers, allow_redirects=False)
+                    resp.release()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                log.debug("ending upstream session on %s failed: %s", name, type(exc).__name__)
+
+    async def _sweep_loop(self) -> None:
+        interval = max(1.0, min(60.0, self.config.sessions.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            for session in await self.sessions.expire():
+                log.debug("session expired after %.0fs idle", self.config.sessions.idle_timeout)
+                await self.end_upstream_sessions(session)
+
+
+__all__ = ["SESSION_HEADER", "Gateway", "StartupError"]

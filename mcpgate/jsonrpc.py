@@ -1,0 +1,127 @@
+"""JSON-RPC 2.0 messages as MCP uses them: parsing, classification, ids. Pure, no I/O.
+
+The gateway parses a client's body once, here, to learn what it must know (kind, method, id,
+name) and otherwise forwards the original bytes untouched: re-serialising would cost time and
+could change what the upstream sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from mcpgate.errors import GatewayError
+
+LEGACY_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+MODERN_VERSIONS: Final = ("2026-07-28",)
+SUPPORTED_VERSIONS: Final = LEGACY_VERSIONS + MODERN_VERSIONS
+LATEST_LEGACY: Final = "2025-11-25"
+# Without an MCP-Protocol-Version header, a legacy-era server must assume this one.
+DEFAULT_NEGOTIATED_VERSION: Final = "2025-03-26"
+# The only version whose sessions may send JSON-RPC batches.
+BATCH_VERSION: Final = "2025-03-26"
+
+META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
+
+# Methods whose Mcp-Name header must equal a body parameter (2026-07-28).
+NAMED_METHODS: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+Kind = Literal["request", "notification", "response"]
+RequestId = str | int
+
+
+@dataclass(slots=True)
+class Message:
+    """One JSON-RPC message; ``raw`` is the decoded object, kept for the rare rewrite."""
+
+    raw: dict[str, Any]
+    kind: Kind
+    method: str | None
+    id: RequestId | None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params = self.raw.get("params")
+        return params if isinstance(params, dict) else {}
+
+    @property
+    def name(self) -> str | None:
+        """The tool/prompt name or resource URI a call addresses, if any."""
+        key = NAMED_METHODS.get(self.method or "")
+        if key is None:
+            return None
+        value = self.params.get(key)
+        return value if isinstance(value, str) else None
+
+    @property
+    def meta_protocol_version(self) -> str | None:
+        meta = self.params.get("_meta")
+        if isinstance(meta, dict):
+            version = meta.get(META_PROTOCOL_VERSION)
+            if isinstance(version, str):
+                return version
+        return None
+
+
+def is_valid_id(value: object) -> bool:
+    # bool is an int subclass in Python but never a valid JSON-RPC id; MCP forbids null ids.
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def classify(obj: object) -> Message:
+    """Check one decoded JSON value against JSON-RPC 2.0 and tell what it is."""
+    if not isinstance(obj, dict):
+        raise GatewayError("invalid_request", "Invalid request: a JSON-RPC message must be an object")
+    raw_id = obj.get("id")
+    if obj.get("jsonrpc") != "2.0":
+        raise GatewayError("invalid_request", 'Invalid request: "jsonrpc" must be "2.0"')
+    method = obj.get("method")
+    if method is not None:
+        if not isinstance(method, str) or not method:
+            raise GatewayError("invalid_request", 'Invalid request: "method" must be a non-empty string')
+        if "params" in obj and not isinstance(obj["params"], dict):
+            raise GatewayError("invalid_request", 'Invalid request: "params" must be an object')
+        if "id" not in obj:
+            return Message(obj, "notification", method, None)
+        if not is_valid_id(raw_id):
+            raise GatewayError("invalid_request", 'Invalid request: "id" must be a string or an integer')
+        return Message(obj, "request", method, raw_id)  # type: ignore[arg-type]
+    if ("result" in obj) == ("error" in obj):
+        raise GatewayError("invalid_request", 'Invalid request: needs "method", or exactly one of "result" and "error"')
+    if not is_valid_id(raw_id) and not ("error" in obj and raw_id is None):
+        raise GatewayError("invalid_request", 'Invalid request: a response needs a string or integer "id"')
+    return Message(obj, "response", None, raw_id if is_valid_id(raw_id) else None)
+
+
+def parse(body: bytes) -> Message | list[Message]:
+    """Decode a POST body into one message or a non-empty batch of them."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError("parse_error") from None
+    if isinstance(obj, list):
+        if not obj:
+            raise GatewayError("invalid_request", "Invalid request: empty batch")
+        return [classify(item) for item in obj]
+    return classify(obj)
+
+
+def decode_header_value(value: str) -> str:
+    """Undo the ``=?base64?…?=`` form MCP uses for header values that are not header-safe."""
+    if value.startswith("=?base64?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return value
+    return value
+
+
+def is_modern(version: str | None) -> bool:
+    return version in MODERN_VERSIONS
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,324 @@
+"""The request pipeline: every MCP request runs the same ordered stages (DESIGN section 4).
+
+A stage is ``async def stage(ctx) -> None``: it fills the context or raises ``GatewayError``.
+Only the last stage, ``forward``, produces the response. The order is the point:
+
+1. transport checks come first because they are cheap and need nothing else;
+2. parse before authenticate so that even a rejection can carry the request's id;
+3. authenticate before anything that reveals state (sessions, which servers exist);
+4. session before route: the session says which era and which upstream session applies;
+5. route before authorize and rate limit, because policy and buckets are per upstream;
+6. authorize before rate limit, so that forbidden calls don't spend a client's tokens;
+7. rate limit last before forwarding: only calls that would really go out are counted;
+8. forward streams the answer back;
+9. record (metrics, audit) runs for every request, rejections included, in ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from aiohttp import web
+
+from mcpgate import jsonrpc
+from mcpgate.errors import GatewayError
+from mcpgate.gateway import Gateway
+from mcpgate.jsonrpc import Message
+from mcpgate.proxy import forward
+from mcpgate.sessions import Session
+from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
+
+log = logging.getLogger("mcpgate.pipeline")
+
+ALLOWED_METHODS: Final = ("POST", "GET", "DELETE")
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
+READ_CHUNK: Final = 64 * 1024
+
+Era = Literal["legacy", "modern"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling. Authentication (a later stage implementation) fills this in."""
+
+    client_id: str
+    roles: tuple[str, ...] = ()
+    claims: dict[str, Any] = field(default_factory=dict)
+    authenticated: bool = False
+
+
+ANONYMOUS: Final = Identity("anonymous")
+
+
+@dataclass(slots=True, eq=False)
+class RequestContext:
+    request: web.Request
+    gateway: Gateway
+    endpoint: str  # the upstream named in the path
+    started: float = field(default_factory=time.monotonic)
+    body: bytes = b""
+    message: Message | list[Message] | None = None
+    era: Era = "legacy"
+    identity: Identity = ANONYMOUS
+    session: Session | None = None
+    upstream: HttpUpstream | None = None
+    response: web.StreamResponse | None = None
+    error: GatewayError | None = None
+
+    @property
+    def request_id(self) -> jsonrpc.RequestId | None:
+        return self.message.id if isinstance(self.message, Message) else None
+
+    @property
+    def rpc_method(self) -> str | None:
+        return self.message.method if isinstance(self.message, Message) else None
+
+    @property
+    def is_initialize(self) -> bool:
+        return isinstance(self.message, Message) and self.message.method == "initialize"
+
+
+Stage = Callable[[RequestContext], Awaitable[None]]
+
+
+# -- 1. transport checks ---------------------------------------------------------------------
+
+
+def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
+    """Without a configured list, only loopback origins pass: the DNS-rebinding defence."""
+    if allowed:
+        return "*" in allowed or origin.rstrip("/") in allowed
+    scheme, _, rest = origin.partition("://")
+    host = rest.split("/", 1)[0]
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return scheme in ("http", "https") and host in LOOPBACK_HOSTS
+
+
+def _accepts(accept: str, *media_types: str) -> bool:
+    parts = {p.split(";", 1)[0].strip().lower() for p in accept.split(",")}
+    if "*/*" in parts:
+        return True
+    return all(m in parts or f"{m.split('/')[0]}/*" in parts for m in media_types)
+
+
+async def check_transport(ctx: RequestContext) -> None:
+    request, server = ctx.request, ctx.gateway.config.server
+    if request.method not in ALLOWED_METHODS:
+        raise GatewayError("method_not_allowed", headers={"Allow": ", ".join(ALLOWED_METHODS)})
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(origin, server.allowed_origins):
+        raise GatewayError("origin_not_allowed", "Origin not allowed")
+    if ctx.gateway.closing.is_set():
+        raise GatewayError("shutting_down", headers={"Connection": "close", "Retry-After": "1"})
+    version = request.headers.get("MCP-Protocol-Version")
+    if version is not None and version not in jsonrpc.SUPPORTED_VERSIONS:
+        raise GatewayError(
+            "unsupported_protocol_version",
+            f"Unsupported protocol version: {version[:40]}",
+            data={"supported": list(jsonrpc.SUPPORTED_VERSIONS)},
+        )
+    ctx.era = "modern" if jsonrpc.is_modern(version) else "legacy"
+    if request.method == "POST":
+        if request.content_type != "application/json":
+            raise GatewayError("unsupported_media_type")
+        if not _accepts(request.headers.get("Accept", ""), "application/json", "text/event-stream"):
+            raise GatewayError("not_acceptable", "Accept must list application/json and text/event-stream")
+        ctx.body = await read_body(request, server.max_body_bytes)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes, counting as they arrive: Content-Length may be absent or lie."""
+    too_large = GatewayError("body_too_large", f"Request body exceeds {limit} bytes", data={"limit": limit})
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- 2. parse --------------------------------------------------------------------------------
+
+
+async def parse(ctx: RequestContext) -> None:
+    if ctx.request.method != "POST":
+        return
+    ctx.message = message = jsonrpc.parse(ctx.body)
+    if isinstance(message, list):
+        if ctx.era == "modern" or ctx.request.headers.get("MCP-Protocol-Version", jsonrpc.BATCH_VERSION) != (
+            jsonrpc.BATCH_VERSION
+        ):
+            raise GatewayError("batch_not_supported")
+        return
+    meta_version = message.meta_protocol_version
+    if ctx.era == "modern" or jsonrpc.is_modern(meta_version):
+        check_modern_headers(ctx, message, meta_version)
+
+
+def check_modern_headers(ctx: RequestContext, message: Message, meta_version: str | None) -> None:
+    """2026-07-28 requests repeat what they are in headers; a mismatch is a 400 (-32020)."""
+    headers = ctx.request.headers
+    ctx.era = "modern"
+
+    def mismatch(what: str) -> GatewayError:
+        return GatewayError("header_mismatch", what)
+
+    version = headers.get("MCP-Protocol-Version")
+    if version is None:
+        raise mismatch("MCP-Protocol-Version header is required for 2026-07-28 requests")
+    if meta_version is not None and meta_version != version:
+        raise mismatch("MCP-Protocol-Version header does not match params._meta protocolVersion")
+    if message.kind == "response":
+        return
+    method = headers.get("Mcp-Method")
+    if method is None or jsonrpc.decode_header_value(method) != message.method:
+        raise mismatch("Mcp-Method header is missing or does not match the body's method")
+    if message.method in jsonrpc.NAMED_METHODS:
+        name = headers.get("Mcp-Name")
+        if name is None or jsonrpc.decode_header_value(name) != message.name:
+            raise mismatch("Mcp-Name header is missing or does not match the body's name or uri")
+
+
+# -- 3. authenticate -------------------------------------------------------------------------
+
+
+async def authenticate(ctx: RequestContext) -> None:
+    """Anonymous until auth (API keys, JWT) lands: every caller is the same identity."""
+    ctx.identity = ANONYMOUS
+
+
+# -- 4. session ------------------------------------------------------------------------------
+
+
+async def resolve_session(ctx: RequestContext) -> None:
+    if ctx.era == "modern" or ctx.is_initialize:
+        return
+    session_id = ctx.request.headers.get(SESSION_HEADER)
+    if session_id is None:
+        raise GatewayError("session_required")
+    session = await ctx.gateway.sessions.get(session_id)
+    # A session of another identity, or of another endpoint, does not exist for this caller.
+    if session is None or session.owner != ctx.identity.client_id or session.scope != ctx.endpoint:
+        raise GatewayError("session_not_found")
+    ctx.session = session
+    if isinstance(ctx.message, list) and session.protocol_version != jsonrpc.BATCH_VERSION:
+        raise GatewayError("batch_not_supported")
+
+
+# -- 5. route --------------------------------------------------------------------------------
+
+
+async def route(ctx: RequestContext) -> None:
+    upstream = ctx.gateway.upstreams.get(ctx.endpoint)
+    if upstream is None:
+        configured = ctx.gateway.config.upstream(ctx.endpoint)
+        if configured is not None:
+            raise GatewayError(
+                "upstream_unavailable",
+                f"Upstream {ctx.endpoint!r} uses the {configured.transport} transport, not served yet",
+                data={"upstream": ctx.endpoint},
+            )
+        raise GatewayError("server_not_found", f"No MCP server named {ctx.endpoint[:64]!r}")
+    ctx.upstream = upstream
+
+
+# -- 6. authorize ----------------------------------------------------------------------------
+
+
+async def authorize(ctx: RequestContext) -> None:
+    """The upstream's own exposure filter now; the policy engine plugs in here later."""
+    assert ctx.upstream is not None
+    tools = ctx.upstream.config.tools
+    if tools.is_open or not isinstance(ctx.message, Message):
+        return
+    if ctx.message.method == "tools/call":
+        name = ctx.message.name or ""
+        if not tools.permits(name):
+            raise GatewayError(
+                "forbidden",
+                f"Tool {name[:64]!r} is not exposed by server {ctx.upstream.name!r}",
+                data={"upstream": ctx.upstream.name, "tool": name[:64]},
+            )
+
+
+# -- 7. rate limit ---------------------------------------------------------------------------
+
+
+async def rate_limit(ctx: RequestContext) -> None:
+    """No limits configured yet: the token-bucket stage plugs in here."""
+
+
+# -- 8. forward is in proxy.py; 9. record ----------------------------------------------------
+
+
+def record(ctx: RequestContext) -> None:
+    """Metrics and audit will hang off here; for now a debug line per request, if enabled."""
+    if log.isEnabledFor(logging.DEBUG):
+        status = ctx.error.status if ctx.error else (ctx.response.status if ctx.response else 0)
+        log.debug(
+            "%s %s %s -> %s",
+            ctx.request.method,
+            ctx.endpoint,
+            ctx.rpc_method or "-",
+            status,
+            extra={
+                "upstream": ctx.endpoint,
+                "rpc_method": ctx.rpc_method,
+                "status": status,
+                "reason": ctx.error.reason.name if ctx.error else None,
+                "duration_ms": round((time.monotonic() - ctx.started) * 1000, 3),
+            },
+        )
+
+
+def error_response(error: GatewayError, request_id: jsonrpc.RequestId | None) -> web.Response:
+    """The one place a GatewayError becomes an HTTP response."""
+    return web.Response(
+        status=error.status,
+        body=jsonrpc.dumps(error.to_jsonrpc(request_id)),
+        content_type="application/json",
+        headers=error.headers or None,
+    )
+
+
+# The order, and why, is this module's docstring; tests/test_pipeline.py pins it.
+STAGES: Final[tuple[Stage, ...]] = (
+    check_transport,
+    parse,
+    authenticate,
+    resolve_session,
+    route,
+    authorize,
+    rate_limit,
+    forward,  # type: ignore[list-item]  # typed against RequestContext via TYPE_CHECKING
+)
+
+
+async def run(ctx: RequestContext, stages: tuple[Stage, ...] = STAGES) -> web.StreamResponse:
+    try:
+        for stage in stages:
+            await stage(ctx)
+    except GatewayError as exc:
+        ctx.error = exc
+        if ctx.response is not None and ctx.response.prepared:
+            # Too late for a status code: the stream has started. The stage logged it.
+            return ctx.response
+        return error_response(exc, ctx.request_id)
+    except Exception:
+        log.exception("internal error handling %s %s", ctx.request.method, ctx.request.path)
+        ctx.error = GatewayError("internal_error")
+        if ctx.response is not None and ctx.response.prepared:
+            return ctx.response
+        return error_response(ctx.error, ctx.request_id)
+    finally:
+        record(ctx)
+    assert ctx.response is not None, "the last stage must produce a response"
+    return ctx.response

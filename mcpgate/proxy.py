@@ -1,0 +1,372 @@
+"""The terminal stage: send the request upstream and stream the answer back.
+
+Bytes are copied through untouched unless the gateway must change them (a session id it maps,
+a list it filters): no JSON is parsed and no SSE is re-framed on the plain path, and an SSE
+answer is written to the client chunk by chunk as it arrives, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from mcpgate import jsonrpc
+from mcpgate.errors import GatewayError
+from mcpgate.sessions import Session, new_session_id
+from mcpgate.sse import SSEEvent, SSEParser, encode_event
+from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
+
+if TYPE_CHECKING:
+    from mcpgate.pipeline import RequestContext
+
+log = logging.getLogger("mcpgate.proxy")
+
+# Upstream statuses a client may see as they are; any other means the upstream is broken or
+# misconfigured (a 401 would even send the client into an OAuth flow against the gateway).
+PASSED_STATUSES: Final = frozenset({200, 202, 204, 400, 404, 405, 406, 409, 413, 415, 422, 429})
+RESPONSE_HEADERS: Final = ("Content-Type", "Cache-Control", "Allow", "Retry-After", "MCP-Protocol-Version")
+SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
+SMALL_BODY: Final = 256 * 1024
+MAX_REWRITE_BODY: Final = 64 * 1024 * 1024
+MAX_INITIALIZE_BODY: Final = 1024 * 1024
+
+Rewrite = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+async def forward(ctx: RequestContext) -> None:
+    assert ctx.upstream is not None
+    if ctx.request.method == "DELETE" and ctx.session is not None:
+        await end_session(ctx, ctx.session)
+        return
+    stream = ctx.request.method == "GET"
+    resp = await send(ctx, ctx.upstream)
+    if resp.status == 404 and lost_upstream_session(ctx):
+        # The upstream forgot its session (restart, expiry): open a new one, retry once.
+        resp.release()
+        assert ctx.session is not None
+        await reopen_upstream_session(ctx, ctx.session, ctx.upstream)
+        resp = await send(ctx, ctx.upstream)
+    try:
+        if ctx.is_initialize and resp.status == 200:
+            await answer_initialize(ctx, resp)
+        else:
+            await relay(ctx, resp, rewrite=list_filter(ctx), long_lived=stream)
+    finally:
+        resp.release()
+
+
+def lost_upstream_session(ctx: RequestContext) -> bool:
+    session, upstream = ctx.session, ctx.upstream
+    if session is None or upstream is None or ctx.is_initialize:
+        return False
+    return session.upstream_sessions.get(upstream.name) is not None
+
+
+async def send(ctx: RequestContext, upstream: HttpUpstream) -> aiohttp.ClientResponse:
+    method = ctx.request.method
+    upstream_sid = ctx.session.upstream_sessions.get(upstream.name) if ctx.session else None
+    accept = POST_ACCEPT if method == "POST" else STREAM_ACCEPT
+    headers = upstream.headers_for(ctx.request.headers, accept=accept, session_id=upstream_sid)
+    return await upstream.send(method, headers, ctx.body if method == "POST" else None, stream=method == "GET")
+
+
+def client_headers(ctx: RequestContext, resp: aiohttp.ClientResponse) -> dict[str, str]:
+    headers = {name: value for name in RESPONSE_HEADERS if (value := resp.headers.get(name)) is not None}
+    if ctx.session is not None:
+        headers[SESSION_HEADER] = ctx.session.id
+    return headers
+
+
+def bad_status(upstream: HttpUpstream, resp: aiohttp.ClientResponse, why: str) -> GatewayError:
+    return GatewayError(
+        "upstream_bad_response",
+        f"Upstream {upstream.name!r} {why}",
+        data={"upstream": upstream.name, "status": resp.status, "content_type": resp.content_type},
+    )
+
+
+async def relay(
+    ctx: RequestContext, resp: aiohttp.ClientResponse, *, rewrite: Rewrite | None, long_lived: bool
+) -> None:
+    upstream = ctx.upstream
+    assert upstream is not None
+    status = resp.status
+    if status not in PASSED_STATUSES:
+        raise bad_status(upstream, resp, f"answered with unexpected HTTP status {status}")
+    if status in (202, 204) or resp.content_length == 0 or (status == 405 and ctx.request.method != "POST"):
+        body = await read_upstream(upstream, resp, SMALL_BODY)
+        ctx.response = web.Response(status=status, body=body or None, headers=client_headers(ctx, resp))
+        return
+    content_type = resp.content_type
+    if content_type == "text/event-stream" and status == 200:
+        await relay_stream(ctx, resp, rewrite=rewrite, long_lived=long_lived)
+    elif content_type != "application/json":
+        raise bad_status(upstream, resp, f"answered HTTP {status} with Content-Type {content_type[:64]!r}")
+    elif rewrite is not None and status == 200:
+        body = await read_upstream(upstream, resp, MAX_REWRITE_BODY)
+        ctx.response = web.Response(status=status, body=rewrite_json(body, rewrite), headers=client_headers(ctx, resp))
+    elif resp.content_length is not None and resp.content_length <= SMALL_BODY:
+        body = await read_upstream(upstream, resp, SMALL_BODY)
+        ctx.response = web.Response(status=status, body=body, headers=client_headers(ctx, resp))
+    else:
+        await copy_stream(ctx, resp, status)
+
+
+async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read a whole (small) answer; a slow or broken body is the upstream's fault, said once here."""
+    try:
+        if resp.content_length is not None and resp.content_length > limit:
+            raise GatewayError("upstream_bad_response", f"Upstream {upstream.name!r} answer is too large")
+        body = bytearray()
+        while chunk := await resp.content.readany():
+            body += chunk
+            if len(body) > limit:
+                raise GatewayError("upstream_bad_response", f"Upstream {upstream.name!r} answer is too large")
+    except aiohttp.ServerTimeoutError:
+        raise GatewayError(
+            "upstream_timeout", f"Upstream {upstream.name!r} stopped sending", data={"upstream": upstream.name}
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise GatewayError(
+            "upstream_bad_response",
+            f"Upstream {upstream.name!r} broke off its answer: {type(exc).__name__}",
+            data={"upstream": upstream.name},
+        ) from None
+    return bytes(body)
+
+
+async def copy_stream(ctx: RequestContext, resp: aiohttp.ClientResponse, status: int) -> None:
+    """A large JSON answer, copied through as it arrives."""
+    out = web.StreamResponse(status=status, headers=client_headers(ctx, resp))
+    if resp.content_length is not None:
+        out.content_length = resp.content_length
+    await out.prepare(ctx.request)
+    ctx.response = out
+    await pump(ctx, resp, out, transform=None)
+
+
+async def relay_stream(
+    ctx: RequestContext, resp: aiohttp.ClientResponse, *, rewrite: Rewrite | None, long_lived: bool
+) -> None:
+    out = web.StreamResponse(status=200, headers={**client_headers(ctx, resp), **SSE_HEADERS})
+    await out.prepare(ctx.request)
+    ctx.response = out
+    transform = None if rewrite is None else sse_rewriter(rewrite)
+    streams = ctx.gateway.streams
+    if long_lived:
+        streams.add(resp)
+    try:
+        failure = await pump(ctx, resp, out, transform=transform)
+    finally:
+        streams.discard(resp)
+    if failure is not None and not long_lived and ctx.request_id is not None:
+        # The client is waiting for an answer that will never come: say why, in-stream.
+        event = encode_event(jsonrpc.dumps(failure.to_jsonrpc(ctx.request_id)).decode(), event="message")
+        await write_quietly(out, event)
+    if failure is not None:
+        ctx.error = failure
+
+
+async def pump(
+    ctx: RequestContext,
+    resp: aiohttp.ClientResponse,
+    out: web.StreamResponse,
+    *,
+    transform: Callable[[bytes], bytes] | None,
+) -> GatewayError | None:
+    """Copy until the upstream ends. Returns the upstream failure, if one cut the stream short."""
+    upstream = ctx.upstream
+    assert upstream is not None
+    failure: GatewayError | None = None
+    while True:
+        try:
+            chunk = await resp.content.readany()
+        except aiohttp.ServerTimeoutError:
+            failure = GatewayError("upstream_timeout", f"Upstream {upstream.name!r} stopped sending")
+            break
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            if not ctx.gateway.closing.is_set():
+                failure = GatewayError(
+                    "upstream_bad_response", f"Upstream {upstream.name!r} broke off: {type(exc).__name__}"
+                )
+            break
+        if not chunk:
+            break
+        if transform is not None:
+            chunk = transform(chunk)
+            if not chunk:
+                continue
+        try:
+            await out.write(chunk)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            log.debug("client went away mid-stream on %s", upstream.name)
+            return None
+    if failure is not None:
+        log.warning("stream from upstream %s ended early: %s", upstream.name, failure.message)
+    await write_quietly(out, None)
+    return failure
+
+
+async def write_quietly(out: web.StreamResponse, data: bytes | None) -> None:
+    try:
+        if data is None:
+            await out.write_eof()
+        else:
+            await out.write(data)
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        pass
+
+
+# -- rewriting: only where the gateway must change what it relays ------------------------------
+
+
+def list_filter(ctx: RequestContext) -> Rewrite | None:
+    """``tools/list`` through an upstream with an exposure filter lists only what is exposed."""
+    upstream = ctx.upstream
+    if upstream is None or ctx.rpc_method != "tools/list" or upstream.config.tools.is_open:
+        return None
+    permits = upstream.config.tools.permits
+    request_id = ctx.request_id
+
+    def rewrite(message: dict[str, Any]) -> dict[str, Any] | None:
+        result = message.get("result")
+        if message.get("id") != request_id or not isinstance(result, dict):
+            return None
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return None
+        kept = [t for t in tools if isinstance(t, dict) and permits(str(t.get("name", "")))]
+        return {**message, "result": {**result, "tools": kept}}
+
+    return rewrite
+
+
+def rewrite_json(body: bytes, rewrite: Rewrite) -> bytes:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return body
+    changed = rewrite(message) if isinstance(message, dict) else None
+    return body if changed is None else jsonrpc.dumps(changed)
+
+
+def sse_rewriter(rewrite: Rewrite) -> Callable[[bytes], bytes]:
+    parser = SSEParser(emit_empty=True)
+
+    def transform(chunk: bytes) -> bytes:
+        return b"".join(rewrite_event(event, rewrite) for event in parser.feed(chunk))
+
+    return transform
+
+
+def rewrite_event(event: SSEEvent, rewrite: Rewrite) -> bytes:
+    data = event.data
+    if data:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = None
+        if isinstance(message, dict) and (changed := rewrite(message)) is not None:
+            data = jsonrpc.dumps(changed).decode()
+    return encode_event(data, event=event.event, id=event.id, retry=event.retry)
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+async def read_initialize_result(
+    upstream: HttpUpstream, resp: aiohttp.ClientResponse, request_id: jsonrpc.RequestId | None
+) -> tuple[bytes, dict[str, Any] | None]:
+    """The raw answer and the decoded response to ``request_id``.
+
+    An SSE answer is read only until that response arrives: a server that keeps the stream
+    open afterwards must not hold the handshake hostage.
+    """
+    if resp.content_type != "text/event-stream":
+        body = await read_upstream(upstream, resp, MAX_INITIALIZE_BODY)
+        try:
+            message = json.loads(body)
+        except ValueError:
+            raise bad_status(upstream, resp, "answered initialize with invalid JSON") from None
+        return body, message if isinstance(message, dict) else None
+    parser = SSEParser()
+    raw = bytearray()
+    while len(raw) <= MAX_INITIALIZE_BODY:
+        chunk = await resp.content.readany()
+        if not chunk:
+            break
+        raw += chunk
+        for event in parser.feed(chunk):
+            try:
+                message = json.loads(event.data)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+                return bytes(raw), message
+    raise bad_status(upstream, resp, "never answered initialize")
+
+
+async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
+    upstream = ctx.upstream
+    assert upstream is not None
+    assert isinstance(ctx.message, jsonrpc.Message)
+    body, message = await read_initialize_result(upstream, resp, ctx.request_id)
+    headers = {name: value for name in RESPONSE_HEADERS if (value := resp.headers.get(name)) is not None}
+    result = message.get("result") if message else None
+    if isinstance(result, dict):
+        requested = ctx.message.params.get("protocolVersion")
+        version = result.get("protocolVersion", requested)
+        session = Session(
+            id=new_session_id(),
+            owner=ctx.identity.client_id,
+            scope=ctx.endpoint,
+            protocol_version=str(version or jsonrpc.DEFAULT_NEGOTIATED_VERSION),
+            init_params=ctx.message.params,
+            upstream_sessions={upstream.name: resp.headers.get(SESSION_HEADER)},
+        )
+        await ctx.gateway.sessions.create(session)
+        ctx.session = session
+        headers[SESSION_HEADER] = session.id
+    ctx.response = web.Response(status=200, body=body, headers=headers)
+
+
+async def reopen_upstream_session(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
+    """Replay the client's ``initialize`` to an upstream that lost our session, transparently."""
+    request_id = f"mcpgate-reinit-{new_session_id()[:8]}"
+    body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": session.init_params})
+    headers = upstream.headers_for({"Content-Type": "application/json"}, accept=POST_ACCEPT, session_id=None)
+    resp = await upstream.send("POST", headers, body)
+    try:
+        if resp.status != 200:
+            raise bad_status(upstream, resp, f"refused to re-open its session (HTTP {resp.status})")
+        _, message = await read_initialize_result(upstream, resp, request_id)
+        if message is None or not isinstance(message.get("result"), dict):
+            raise bad_status(upstream, resp, "refused to re-open its session")
+        new_sid = resp.headers.get(SESSION_HEADER)
+    finally:
+        resp.release()
+    notify_headers = upstream.headers_for(
+        {"Content-Type": "application/json", "MCP-Protocol-Version": session.protocol_version},
+        accept=POST_ACCEPT,
+        session_id=new_sid,
+    )
+    notify = await upstream.send(
+        "POST", notify_headers, jsonrpc.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    notify.release()
+    session.upstream_sessions[upstream.name] = new_sid
+    await ctx.gateway.sessions.save(session)
+    log.info("re-opened the session of upstream %s after it answered 404", upstream.name)
+
+
+async def end_session(ctx: RequestContext, session: Session) -> None:
+    await ctx.gateway.sessions.delete(session.id)
+    await ctx.gateway.end_upstream_sessions(session)
+    ctx.response = web.Response(status=200)

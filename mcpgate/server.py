@@ -1,0 +1,167 @@
+"""The aiohttp wiring: ``build_app(config)`` for routes and lifecycle, ``run(config)`` for the daemon.
+
+Shutdown order (``Server.serve``), as an operator expects from Envoy or uvicorn:
+1. stop accepting connections (the listening sites close);
+2. end open streams at once (``Gateway.begin_shutdown`` in ``on_shutdown``), refuse new calls;
+3. let in-flight calls finish, up to ``server.shutdown_timeout``;
+4. cancel what is left;
+5. close upstream pools and background tasks (``cleanup_ctx``, which runs only if startup did).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from mcpgate import __version__, jsonrpc, pipeline
+from mcpgate.config.model import Config
+from mcpgate.gateway import Gateway, StartupError
+
+log = logging.getLogger("mcpgate.server")
+
+GATEWAY: Final = web.AppKey("gateway", Gateway)
+MCP_METHODS: Final = ("POST", "GET", "DELETE", "PUT", "PATCH")
+
+
+async def mcp_handler(request: web.Request) -> web.StreamResponse:
+    ctx = pipeline.RequestContext(request, request.app[GATEWAY], request.match_info["name"])
+    return await pipeline.run(ctx)
+
+
+async def liveness(request: web.Request) -> web.Response:
+    """200 while the event loop answers: nothing else is checked, by design."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readiness(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    ready = gateway.is_ready() and not gateway.closing.is_set()
+    states: dict[str, Any] = {name: u.state.as_dict() for name, u in gateway.upstreams.items()}
+    for u in gateway.config.upstreams:
+        states.setdefault(u.name, {"state": "not_served", "transport": u.transport})
+    body = {
+        "status": "ready" if ready else ("shutting_down" if gateway.closing.is_set() else "not_ready"),
+        "ready_when": gateway.config.server.ready_when,
+        "upstreams": states,
+    }
+    return web.json_response(body, status=200 if ready else 503, dumps=lambda o: jsonrpc.dumps(o).decode())
+
+
+def build_app(config: Config) -> web.Application:
+    """The whole HTTP surface, from a validated config; nothing starts until the app runs."""
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1)
+    gateway = Gateway.from_config(config)
+    app[GATEWAY] = gateway
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        gateway.begin_shutdown()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    for path in ("/servers/{name}/mcp", "/mcp/{name}"):
+        for method in MCP_METHODS:
+            app.router.add_route(method, path, mcp_handler)
+    for path in ("/healthz", "/health", "/live"):
+        app.router.add_get(path, liveness)
+    for path in ("/readyz", "/ready"):
+        app.router.add_get(path, readiness)
+    return app
+
+
+def make_runner(app: web.Application, config: Config) -> web.AppRunner:
+    # access_log=None: per-request access logging halves throughput; `record` covers it.
+    # handler_cancellation=True: a client that goes away cancels its upstream call.
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=config.server.shutdown_timeout,
+    )
+
+
+class Server:
+    """Runs one gateway process: listen, wait for a signal, shut down in order."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.should_exit = asyncio.Event()
+        self.force_exit = False
+        self.bound: list[tuple[str, int]] = []
+
+    async def serve(self, on_ready: Callable[[Server], None] | None = None) -> int:
+        config = self.config
+        runner = make_runner(build_app(config), config)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+            await site.start()
+            self.bound = [addr[:2] for addr in runner.addresses]
+            for host, port in self.bound:
+                log.info("mcpgate %s listening on http://%s:%s", __version__, _fmt_host(host), port)
+            self._warn_about_exposure()
+            if on_ready is not None:
+                on_ready(self)
+            await self.should_exit.wait()
+            log.info("shutting down (grace period %gs)", config.server.shutdown_timeout)
+        finally:
+            await runner.cleanup()
+        log.info("stopped")
+        return 0
+
+    def handle_signal(self, sig: int) -> None:
+        if self.should_exit.is_set():
+            # A second signal means "now": like uvicorn, do not wait out the grace period.
+            log.warning("received %s again: exiting immediately", signal.Signals(sig).name)
+            os._exit(1)
+        log.info("received %s", signal.Signals(sig).name)
+        self.should_exit.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_signal, sig)
+
+    def _warn_about_exposure(self) -> None:
+        if self.config.auth is None:
+            log.warning(
+                "no authentication configured: anyone who can reach %s:%s can use every upstream",
+                self.config.server.host,
+                self.config.server.port,
+            )
+
+
+def _fmt_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def run(config: Config) -> int:
+    """Blocking entry point for ``mcpgate start``; returns the process exit code."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - platforms without uvloop run on asyncio's loop
+        pass
+    server = Server(config)
+
+    async def main() -> int:
+        server.install_signal_handlers()
+        return await server.serve()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
+
+
+__all__ = ["GATEWAY", "Server", "StartupError", "build_app", "make_runner", "run"]

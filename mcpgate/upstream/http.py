@@ -1,0 +1,232 @@
+"""Streamable HTTP upstreams: one pooled client per upstream, header hygiene, health probing.
+
+Everything per-request here is precomputed at start: the base headers (canonical Accept, the
+upstream's own credential, static headers), the timeouts, the pooled ``ClientSession``. The
+request path only copies the allowlisted client headers on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from mcpgate import __version__, jsonrpc
+from mcpgate.config.model import UpstreamConfig
+from mcpgate.errors import GatewayError
+
+log = logging.getLogger("mcpgate.upstream")
+
+# Client headers that may travel upstream (DESIGN section 4). Everything else stays at the
+# boundary: above all the client's own credential (Authorization, X-API-Key, Cookie), which
+# must never be passed through (the MCP spec forbids token passthrough).
+FORWARDED_HEADERS: Final = frozenset(
+    {"content-type", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "traceparent", "tracestate"}
+)
+PARAM_HEADER_PREFIX: Final = "mcp-param-"
+SESSION_HEADER: Final = "Mcp-Session-Id"
+
+POST_ACCEPT: Final = "application/json, text/event-stream"
+STREAM_ACCEPT: Final = "text/event-stream"
+
+Health = Literal["unknown", "healthy", "unhealthy"]
+
+
+class UpstreamState:
+    """What the heartbeat knows; read by /readyz, metrics and list-servers."""
+
+    __slots__ = ("checked_at", "failures", "health", "last_error", "latency_ms", "protocol")
+
+    def __init__(self) -> None:
+        self.health: Health = "unknown"
+        self.failures = 0
+        self.last_error: str | None = None
+        self.latency_ms: float | None = None
+        self.checked_at: float | None = None
+        self.protocol: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.health,
+            "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "latency_ms": self.latency_ms,
+            "checked_at": self.checked_at,
+            "protocol": self.protocol,
+        }
+
+
+class HttpUpstream:
+    """One Streamable HTTP upstream. ``start`` opens the pool; ``close`` releases it."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        if config.url is None:  # pragma: no cover - guaranteed by the config schema
+            raise ValueError(f"upstream {config.name!r} has no url")
+        self.config = config
+        self.name = config.name
+        self.url = config.url
+        self.state = UpstreamState()
+        self._session: aiohttp.ClientSession | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        base = CIMultiDict[str]({"Accept-Encoding": "identity", "User-Agent": f"mcpgate/{__version__}"})
+        for key, value in config.headers:
+            base[key] = value
+        if config.auth is not None:
+            base[config.auth.header] = config.auth.value
+        self._base_headers = base
+        # POST: the whole answer (headers, and then each SSE gap) must come within `timeout`.
+        self.call_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout, sock_read=config.timeout
+        )
+        # GET streams idle for as long as the server has nothing to say.
+        self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"upstream {self.name!r} is not started")
+        return self._session
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.name}")
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def headers_for(
+        self, client_headers: CIMultiDictProxy[str] | Mapping[str, str], *, accept: str, session_id: str | None
+    ) -> CIMultiDict[str]:
+        """Allowlisted client headers plus the upstream's own configured ones."""
+        headers = self._base_headers.copy()
+        for key, value in client_headers.items():
+            lower = key.lower()
+            if lower in FORWARDED_HEADERS or lower.startswith(PARAM_HEADER_PREFIX):
+                headers[key] = value
+        headers["Accept"] = accept
+        if session_id is not None:
+            headers[SESSION_HEADER] = session_id
+        return headers
+
+    async def send(
+        self, method: str, headers: Mapping[str, str], body: bytes | None = None, *, stream: bool = False
+    ) -> aiohttp.ClientResponse:
+        """Send one request; network failures become gateway errors (502/504) here, once."""
+        try:
+            return await self.session.request(
+                method,
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self.stream_timeout if stream else self.call_timeout,
+                allow_redirects=False,
+            )
+        except aiohttp.ServerTimeoutError:
+            raise GatewayError(
+                "upstream_timeout",
+                f"Upstream {self.name!r} did not answer within {self.config.timeout:g}s",
+                data={"upstream": self.name},
+            ) from None
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise GatewayError(
+                "upstream_unreachable",
+                f"Upstream {self.name!r} is unreachable: {describe_network_error(exc)}",
+                data={"upstream": self.name},
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise GatewayError(
+                "upstream_bad_response",
+                f"Upstream {self.name!r} sent an invalid response: {type(exc).__name__}",
+                data={"upstream": self.name},
+            ) from None
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def probe(self) -> None:
+        """One heartbeat: a stateless ``server/discover``; any sane HTTP answer means alive.
+
+        A legacy-only server rejects the modern request with a 4xx, which still proves that it
+        is up and speaking HTTP; 5xx, auth failures and network errors count as failures.
+        """
+        hb = self.config.heartbeat
+        body = jsonrpc.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": "mcpgate-heartbeat",
+                "method": "server/discover",
+                "params": {
+                    "_meta": {
+                        jsonrpc.META_PROTOCOL_VERSION: "2026-07-28",
+                        "io.modelcontextprotocol/clientCapabilities": {},
+                    }
+                },
+            }
+        )
+        headers = self.headers_for(
+            {"Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"},
+            accept=POST_ACCEPT,
+            session_id=None,
+        )
+        started = time.monotonic()
+        error: str | None = None
+        protocol: str | None = None
+        try:
+            async with asyncio.timeout(hb.timeout):
+                async with self.session.post(self.url, data=body, headers=headers, allow_redirects=False) as resp:
+                    await resp.read()
+                    if resp.status >= 500 or resp.status in (401, 403, 407):
+                        error = f"HTTP {resp.status}"
+                    else:
+                        protocol = "2026-07-28" if resp.status == 200 else "legacy"
+        except TimeoutError:
+            error = f"no answer within {hb.timeout:g}s"
+        except aiohttp.ClientError as exc:
+            error = describe_network_error(exc)
+        self._record(error, protocol, (time.monotonic() - started) * 1000)
+
+    def _record(self, error: str | None, protocol: str | None, latency_ms: float) -> None:
+        state = self.state
+        state.checked_at = time.time()
+        if error is None:
+            if state.health != "healthy":
+                log.info("upstream %s is healthy", self.name)
+            state.health, state.failures, state.last_error = "healthy", 0, None
+            state.latency_ms, state.protocol = round(latency_ms, 2), protocol
+            return
+        state.failures += 1
+        state.last_error = error
+        threshold = self.config.heartbeat.failures
+        if state.failures >= threshold or state.health == "unknown":
+            if state.health != "unhealthy":
+                log.warning("upstream %s is unhealthy: %s", self.name, error)
+            state.health = "unhealthy"
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.probe()
+            except Exception:  # a bug in probing must not kill the heartbeat
+                log.exception("heartbeat of upstream %s failed", self.name)
+            await asyncio.sleep(self.config.heartbeat.interval)
+
+
+def describe_network_error(exc: BaseException) -> str:
+    """A short, secret-free description: never the URL's userinfo or the request headers."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port}: {reason.lower()}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server closed the connection"
+    return type(exc).__name__

@@ -1,0 +1,121 @@
+"""Run a gateway in the test's own event loop, and small raw-HTTP helpers for MCP requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from mcpgate.config.model import Config, ServerConfig, UpstreamConfig
+from mcpgate.gateway import Gateway
+from mcpgate.server import GATEWAY, build_app, make_runner
+
+LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+POST_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def make_config(upstreams: Mapping[str, str | UpstreamConfig], **server: Any) -> Config:
+    ups = tuple(
+        u if isinstance(u, UpstreamConfig) else UpstreamConfig(name=name, transport="streamable-http", url=u)
+        for name, u in upstreams.items()
+    )
+    return Config(source="<test>", upstreams=ups, server=replace(ServerConfig(port=0), **server))
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    gateway: Gateway
+    runner: web.AppRunner
+
+    def endpoint(self, name: str) -> str:
+        return f"{self.url}/servers/{name}/mcp"
+
+
+@asynccontextmanager
+async def running_gateway(config: Config) -> AsyncIterator[RunningGateway]:
+    app = build_app(config)
+    runner = make_runner(app, config)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        yield RunningGateway(f"http://127.0.0.1:{port}", app[GATEWAY], runner)
+    finally:
+        await runner.cleanup()
+
+
+def rpc(method: str, params: dict[str, Any] | None = None, id: int | str | None = 1) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    if id is not None:
+        message["id"] = id
+    return message
+
+
+def modern_headers(method: str, name: str | None = None) -> dict[str, str]:
+    headers = {**POST_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    return headers
+
+
+def modern_call(method: str, params: dict[str, Any] | None = None, id: int = 1) -> dict[str, Any]:
+    return rpc(method, {**(params or {}), "_meta": dict(MODERN_META)}, id)
+
+
+async def read_messages(resp: aiohttp.ClientResponse) -> list[dict[str, Any]]:
+    """Every JSON-RPC message of a JSON or SSE answer."""
+    body = await resp.read()
+    if resp.content_type == "application/json":
+        return [json.loads(body)]
+    messages = []
+    for line in body.decode().replace("\r\n", "\n").split("\n"):
+        if line.startswith("data:") and line[5:].strip():
+            messages.append(json.loads(line[5:].strip()))
+    return messages
+
+
+async def initialize(http: aiohttp.ClientSession, url: str, version: str = LEGACY) -> str:
+    """A legacy handshake through ``url``; returns the session id the client sees."""
+    params = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
+    async with http.post(url, json=rpc("initialize", params), headers=POST_HEADERS) as resp:
+        assert resp.status == 200, await resp.text()
+        session_id = resp.headers["Mcp-Session-Id"]
+        messages = await read_messages(resp)
+        assert messages[-1]["result"]["protocolVersion"] == version
+    headers = {**POST_HEADERS, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": version}
+    async with http.post(url, json=rpc("notifications/initialized", id=None), headers=headers) as resp:
+        assert resp.status == 202
+    return session_id
+
+
+def session_headers(session_id: str, version: str = LEGACY) -> dict[str, str]:
+    return {**POST_HEADERS, "Mcp-Session-Id": session_id, "MCP-Protocol-Version": version}
+
+
+@asynccontextmanager
+async def raw_upstream(handler: Callable[[web.Request], Any]) -> AsyncIterator[tuple[str, web.AppRunner]]:
+    """A hand-made upstream for faults the real SDK server never produces."""
+    app = web.Application()
+    app.router.add_route("*", "/mcp", handler)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/mcp", runner
+    finally:
+        await runner.cleanup()

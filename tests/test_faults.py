@@ -1,0 +1,323 @@
+"""Bad input and upstream faults: each gets a clear JSON-RPC error and the right status; nothing hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from mcpgate.config.model import UpstreamAuth, UpstreamConfig
+from tests.conftest import free_port
+from tests.gateway_harness import (
+    LEGACY,
+    POST_HEADERS,
+    initialize,
+    make_config,
+    modern_call,
+    modern_headers,
+    raw_upstream,
+    rpc,
+    running_gateway,
+    session_headers,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def expect_error(
+    resp: aiohttp.ClientResponse, status: int, reason: str, code: int | None = None
+) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert body["jsonrpc"] == "2.0"
+    assert body["error"]["data"]["reason"] == reason
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body
+
+
+async def test_malformed_and_wrong_input(mcp_upstream_url: str) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        async with http.post(url, data=b"{not json", headers=POST_HEADERS) as resp:
+            body = await expect_error(resp, 400, "parse_error", -32700)
+            assert body["id"] is None
+        for wrong in (
+            [],
+            42,
+            {"jsonrpc": "1.0", "id": 1, "method": "x"},
+            {"jsonrpc": "2.0", "id": 1},
+            {"jsonrpc": "2.0", "id": True, "method": "x"},
+            {"jsonrpc": "2.0", "method": "x", "params": [1]},
+        ):
+            async with http.post(url, data=json.dumps(wrong), headers=POST_HEADERS) as resp:
+                await expect_error(resp, 400, "invalid_request", -32600)
+        async with http.post(url, data=b"{}", headers={**POST_HEADERS, "Content-Type": "text/plain"}) as resp:
+            await expect_error(resp, 415, "unsupported_media_type")
+        async with http.post(url, json=rpc("ping"), headers={**POST_HEADERS, "Accept": "application/json"}) as resp:
+            await expect_error(resp, 406, "not_acceptable")
+        headers = {**POST_HEADERS, "MCP-Protocol-Version": "1999-01-01"}
+        async with http.post(url, json=rpc("tools/list", {}), headers=headers) as resp:
+            body = await expect_error(resp, 400, "unsupported_protocol_version", -32022)
+            assert "2026-07-28" in body["error"]["data"]["supported"]
+        async with http.put(url, data=b"{}", headers=POST_HEADERS) as resp:
+            await expect_error(resp, 405, "method_not_allowed")
+            assert "POST" in resp.headers["Allow"]
+
+
+async def test_request_id_is_echoed_in_gateway_errors(mcp_upstream_url: str) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        body = modern_call("tools/call", {"name": "add"}, id=41)
+        async with http.post(gw.endpoint("demo"), json=body, headers=modern_headers("tools/call", "x")) as resp:
+            assert (await expect_error(resp, 400, "header_mismatch"))["id"] == 41
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_oversized_body(mcp_upstream_url: str, chunked: bool) -> None:
+    config = make_config({"demo": mcp_upstream_url}, max_body_bytes=1024)
+    async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
+        payload = json.dumps(rpc("tools/call", {"name": "echo", "arguments": {"text": "x" * 4096}})).encode()
+
+        async def body_stream() -> Any:
+            for i in range(0, len(payload), 100):
+                yield payload[i : i + 100]
+
+        data: Any = body_stream() if chunked else payload
+        async with http.post(gw.endpoint("demo"), data=data, headers=POST_HEADERS) as resp:
+            body = await expect_error(resp, 413, "body_too_large")
+            assert body["error"]["data"]["limit"] == 1024
+
+
+async def test_origin_allowlist(mcp_upstream_url: str) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        evil = {**POST_HEADERS, "Origin": "http://evil.example"}
+        async with http.post(url, json=rpc("tools/list", {}), headers=evil) as resp:
+            await expect_error(resp, 403, "origin_not_allowed")
+        local = {**modern_headers("tools/list"), "Origin": "http://localhost:6274"}
+        async with http.post(url, json=modern_call("tools/list"), headers=local) as resp:
+            assert resp.status == 200
+    config = make_config({"demo": mcp_upstream_url}, allowed_origins=("https://app.example.com",))
+    async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        for origin, status in (("https://app.example.com", 200), ("http://localhost:6274", 403)):
+            headers = {**modern_headers("tools/list"), "Origin": origin}
+            async with http.post(url, json=modern_call("tools/list"), headers=headers) as resp:
+                assert resp.status == status
+
+
+async def test_unknown_server(mcp_upstream_url: str) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        for path in ("/servers/nope/mcp", "/mcp/nope"):
+            async with http.post(
+                gw.url + path, json=modern_call("tools/list"), headers=modern_headers("tools/list")
+            ) as r:
+                await expect_error(r, 404, "server_not_found")
+
+
+async def test_upstream_refusing_connections() -> None:
+    dead = f"http://127.0.0.1:{free_port()}/mcp"
+    async with (
+        running_gateway(make_config({"dead": dead})) as gw,
+        aiohttp.ClientSession() as http,
+        http.post(gw.endpoint("dead"), json=modern_call("tools/list"), headers=modern_headers("tools/list")) as r,
+    ):
+        body = await expect_error(r, 502, "upstream_unreachable")
+        assert body["error"]["data"]["upstream"] == "dead"
+        assert body["id"] == 1
+
+
+async def test_upstream_timing_out(mcp_upstream_url: str) -> None:
+    slow = UpstreamConfig(name="demo", transport="streamable-http", url=mcp_upstream_url, timeout=0.5)
+    async with running_gateway(make_config({"demo": slow})) as gw, aiohttp.ClientSession() as http:
+        body = modern_call("tools/call", {"name": "sleep", "arguments": {"seconds": 5}}, id=9)
+        async with http.post(gw.endpoint("demo"), json=body, headers=modern_headers("tools/call", "sleep")) as resp:
+            if resp.status == 200:  # the upstream started an SSE stream, then went quiet
+                text = await resp.text()
+                assert '"upstream_timeout"' in text and '"id":9' in text
+            else:
+                await expect_error(resp, 504, "upstream_timeout")
+
+
+async def garbage_html(request: web.Request) -> web.Response:
+    return web.Response(text="<html>hello</html>", content_type="text/html")
+
+
+async def garbage_500(request: web.Request) -> web.Response:
+    return web.Response(status=500, text="Internal Server Error")
+
+
+async def garbage_401(request: web.Request) -> web.Response:
+    return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def garbage_truncated(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "1000"})
+    await resp.prepare(request)
+    await resp.write(b'{"jsonrpc":"2.0",')
+    request.transport.close()  # type: ignore[union-attr]
+    return resp
+
+
+@pytest.mark.parametrize(
+    ("handler", "status"),
+    [(garbage_html, 200), (garbage_500, 500), (garbage_401, 401), (garbage_truncated, None)],
+)
+async def test_upstream_answering_garbage(handler: Any, status: int | None) -> None:
+    async with raw_upstream(handler) as (url, _), running_gateway(make_config({"bad": url})) as gw:
+        async with aiohttp.ClientSession() as http:
+            req = modern_call("tools/list", id=3)
+            async with http.post(gw.endpoint("bad"), json=req, headers=modern_headers("tools/list")) as resp:
+                body = await expect_error(resp, 502, "upstream_bad_response" if status else resp_reason(resp))
+                assert body["id"] == 3
+                if status is not None:
+                    assert body["error"]["data"]["status"] == status
+                    assert "WWW-Authenticate" not in resp.headers
+
+
+def resp_reason(resp: aiohttp.ClientResponse) -> str:
+    # A connection cut mid-body surfaces as either an unreachable or a broken upstream.
+    return "upstream_bad_response"
+
+
+async def test_gateway_credentials_never_forwarded_and_upstream_auth_injected() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def recorder(request: web.Request) -> web.Response:
+        if request.headers.get("Mcp-Method") != "server/discover":  # not the heartbeat
+            seen.append(dict(request.headers))
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}})
+
+    async with raw_upstream(recorder) as (url, _):
+        upstream = UpstreamConfig(
+            name="rec",
+            transport="streamable-http",
+            url=url,
+            auth=UpstreamAuth("bearer", "Authorization", "Bearer upstream-secret"),
+            headers=(("X-Tenant", "acme"),),
+        )
+        async with running_gateway(make_config({"rec": upstream})) as gw, aiohttp.ClientSession() as http:
+            headers = {
+                **modern_headers("tools/list"),
+                "Authorization": "Bearer client-secret",
+                "X-API-Key": "client-key",
+                "Cookie": "session=abc",
+                "Mcp-Param-Region": "eu",
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "X-Random": "nope",
+                "Mcp-Session-Id": "client-chosen",
+            }
+            async with http.post(gw.endpoint("rec"), json=modern_call("tools/list"), headers=headers) as resp:
+                assert resp.status == 200
+    got = {k.lower(): v for k, v in seen[0].items()}
+    assert got["authorization"] == "Bearer upstream-secret"
+    assert got["x-tenant"] == "acme"
+    assert got["mcp-param-region"] == "eu"
+    assert got["mcp-method"] == "tools/list"
+    assert got["mcp-protocol-version"] == "2026-07-28"
+    assert got["traceparent"].startswith("00-0af7")
+    for leaked in ("x-api-key", "cookie", "x-random", "mcp-session-id"):
+        assert leaked not in got
+    assert "client-secret" not in json.dumps(seen)
+
+
+async def test_client_disconnect_mid_stream_cancels_upstream() -> None:
+    """Count the upstream's open connections: a client that leaves must leave nothing behind."""
+    active = 0
+    started = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal active
+        if request.headers.get("Mcp-Method") == "server/discover":  # the gateway's heartbeat
+            return web.json_response({"jsonrpc": "2.0", "id": "x", "result": {}})
+        active += 1
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/progress"}\r\n\r\n')
+            started.set()
+            await asyncio.sleep(3600)
+            return resp
+        finally:
+            active -= 1
+            ended.set()
+
+    async with raw_upstream(endless) as (url, up_runner), running_gateway(make_config({"s": url})) as gw:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                gw.endpoint("s"), json=modern_call("tools/list"), headers=modern_headers("tools/list")
+            )
+            assert resp.status == 200
+            assert b"notifications/progress" in await resp.content.readany()
+            await started.wait()
+            assert active == 1
+            resp.close()  # the client goes away mid-stream
+        async with asyncio.timeout(10):
+            await ended.wait()
+            while up_runner.server is not None and up_runner.server.connections:
+                await asyncio.sleep(0.02)
+        assert active == 0
+        assert len(gw.gateway.streams) == 0
+
+
+async def test_tools_filter_hides_and_forbids(mcp_upstream_url: str) -> None:
+    from mcpgate.config.model import Glob, ToolFilter
+
+    filtered = UpstreamConfig(
+        name="demo",
+        transport="streamable-http",
+        url=mcp_upstream_url,
+        tools=ToolFilter(allow=(Glob.compile("a*"), Glob.compile("e*")), deny=(Glob.compile("echo"),)),
+    )
+    async with running_gateway(make_config({"demo": filtered})) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        async with http.post(url, json=modern_call("tools/list"), headers=modern_headers("tools/list")) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        names = (
+            {t["name"] for t in json.loads(text)["result"]["tools"]}
+            if resp.content_type == "application/json"
+            else {
+                t["name"]
+                for line in text.splitlines()
+                if line.startswith("data:")
+                for t in json.loads(line[5:])["result"]["tools"]
+            }
+        )
+        assert names == {"add"}
+        call = modern_call("tools/call", {"name": "echo", "arguments": {"text": "x"}})
+        async with http.post(url, json=call, headers=modern_headers("tools/call", "echo")) as resp:
+            await expect_error(resp, 403, "forbidden")
+        sid = await initialize(http, url)
+        async with http.post(url, json=rpc("tools/list", {}, id=4), headers=session_headers(sid)) as resp:
+            text = await resp.text()
+        assert '"add"' in text and '"echo"' not in text and '"countdown"' not in text
+
+
+async def test_shutting_down_refuses_new_calls(mcp_upstream_url: str) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        gw.gateway.begin_shutdown()
+        async with http.post(
+            gw.endpoint("demo"), json=modern_call("tools/list"), headers=modern_headers("tools/list")
+        ) as r:
+            await expect_error(r, 503, "shutting_down")
+
+
+async def test_legacy_version_without_header_is_assumed(mcp_upstream_url: str) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        sid = await initialize(http, url, version="2025-03-26")
+        headers = {**POST_HEADERS, "Mcp-Session-Id": sid}
+        async with http.post(url, json=rpc("tools/list", {}, id=2), headers=headers) as resp:
+            assert resp.status == 200
+        # 2025-03-26 sessions may batch.
+        batch = [rpc("tools/list", {}, id=3), rpc("prompts/list", {}, id=4)]
+        async with http.post(url, json=batch, headers={**headers, "MCP-Protocol-Version": "2025-03-26"}) as resp:
+            assert resp.status != 400 or "batch_not_supported" not in await resp.text()
+        assert LEGACY != "2025-03-26"
