@@ -49,14 +49,13 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 def start_demo_server(port: int) -> subprocess.Popen[bytes]:
     # Output goes to a file, never an unread pipe: a chatty server would block on a full pipe.
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [sys.executable, str(DEMO_SERVER), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(DEMO_SERVER), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         wait_for_port(port, proc)
     except BaseException:
