@@ -88,7 +88,7 @@ def classify(obj: object) -> Message:
             return Message(obj, "notification", method, None)
         if not is_valid_id(raw_id):
             raise GatewayError("invalid_request", 'Invalid request: "id" must be a string or an integer')
-        return Message(obj, "request", method, raw_id)  # type: ignore[arg-type]
+        return Message(obj, "request", method, raw_id)
     if ("result" in obj) == ("error" in obj):
         raise GatewayError("invalid_request", 'Invalid request: needs "method", or exactly one of "result" and "error"')
     if not is_valid_id(raw_id) and not ("error" in obj and raw_id is None):

@@ -298,7 +298,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     route,
     authorize,
     rate_limit,
-    forward,  # type: ignore[list-item]  # typed against RequestContext via TYPE_CHECKING
+    forward,
 )
 
 
