@@ -1,0 +1,435 @@
+"""Measure what the gateway costs: the same MCP load, direct to a stub upstream and through mcpgate.
+
+    python bench/run.py [--duration 5] [--concurrency 1,64] [--mode legacy|modern] [--sse] [--json]
+
+Starts bench/stub_upstream.py and `python -m mcpgate start` on free loopback ports, runs a
+closed-loop `tools/call` load against each, prints one table, and always stops both children.
+Exit status: 0 clean, 1 if any request failed, 2 if the stub or the gateway could not be set up.
+See bench/README.md for how to read the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# Measure this checkout, not whatever mcpgate happens to be installed: here and in the gateway child.
+sys.path.insert(0, str(ROOT))
+
+from mcpgate.sse import SSEParser  # noqa: E402
+
+STUB = HERE / "stub_upstream.py"
+LEGACY = "2025-11-25"
+MODERN = "2026-07-28"
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+BASE_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
+NOTE = (
+    "Compare the ratios, not the absolute numbers: load generator, stub and gateway share this machine's CPUs,\n"
+    "so absolute req/s and latency move with whatever else runs. req/s ratio: gateway / direct (1.0 = free).\n"
+    "p50 ratio: gateway / direct (1.0 = no added latency). Concurrency 1 p50 is the cleanest per-request cost."
+)
+
+
+class SetupError(Exception):
+    """The stub or the gateway did not come up or answered wrongly: nothing was measured."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    concurrency: int
+    target: str
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    first_error: str | None = None
+
+
+# --- child processes ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Child:
+    """A subprocess whose output goes to a temp file (an unread pipe could block it)."""
+
+    def __init__(self, name: str, argv: Sequence[str]) -> None:
+        self.name = name
+        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def output(self, limit: int = 4000) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-limit:]
+
+    def wait_listening(self, port: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SetupError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise SetupError(f"{self.name} did not listen on 127.0.0.1:{port} within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    try:
+        yield started
+    finally:
+        for child in reversed(started):
+            child.stop()
+
+
+def start_stub(started: list[Child], sse: bool) -> str:
+    port = free_port()
+    child = Child("stub upstream", [sys.executable, str(STUB), "--port", str(port), *(["--sse"] if sse else [])])
+    started.append(child)
+    child.wait_listening(port)
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+def start_gateway(started: list[Child], stub_url: str, config_dir: Path) -> str:
+    config = config_dir / "mcpgate-bench.yml"
+    config.write_text(f"upstreams:\n  stub:\n    url: {stub_url}\n")
+    port = free_port()
+    argv = [sys.executable, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port), "--log-level", "warning"]
+    child = Child("gateway", argv)
+    started.append(child)
+    child.wait_listening(port)
+    return f"http://127.0.0.1:{port}/servers/stub/mcp"
+
+
+# --- one MCP client ---------------------------------------------------------------------------
+
+
+def _messages(body: bytes, content_type: str) -> list[Any]:
+    if content_type == "text/event-stream":
+        parser = SSEParser()
+        return [json.loads(event.data) for event in parser.feed(body) if event.data]
+    return [json.loads(body)]
+
+
+class Client:
+    """Speaks just enough MCP for the load: a session in the legacy era, the modern headers otherwise."""
+
+    def __init__(self, url: str, mode: str) -> None:
+        self.url = url
+        self.mode = mode
+        self.headers = dict(BASE_HEADERS)
+        self._ids = itertools.count(1)
+        if mode == "modern":
+            self.headers |= {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+            params: dict[str, Any] = {"name": "echo", "arguments": {"text": "hi"}, "_meta": MODERN_META}
+        else:
+            params = {"name": "echo", "arguments": {"text": "hi"}}
+        # Every call gets a fresh id (two in-flight requests must not share one); the rest is fixed.
+        self._tail = b',"method":"tools/call","params":' + json.dumps(params, separators=(",", ":")).encode() + b"}"
+
+    def call_body(self) -> bytes:
+        return b'{"jsonrpc":"2.0","id":' + str(next(self._ids)).encode() + self._tail
+
+    async def setup(self, session: aiohttp.ClientSession) -> None:
+        """Open the MCP session (legacy) and check one real call, so a broken path fails loudly up front."""
+        if self.mode == "legacy":
+            init = {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": LEGACY,
+                    "capabilities": {},
+                    "clientInfo": {"name": "mcpgate-bench", "version": "1.0"},
+                },
+            }
+            async with session.post(self.url, json=init, headers=BASE_HEADERS) as resp:
+                body = await resp.read()
+                session_id = resp.headers.get("Mcp-Session-Id")
+                if resp.status != 200 or not session_id:
+                    raise SetupError(f"initialize at {self.url}: HTTP {resp.status} {body[:300]!r}")
+            self.headers |= {"Mcp-Session-Id": session_id, "MCP-Protocol-Version": LEGACY}
+            note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            async with session.post(self.url, json=note, headers=self.headers) as resp:
+                if resp.status != 202:
+                    raise SetupError(f"notifications/initialized at {self.url}: HTTP {resp.status}")
+        async with session.post(self.url, data=self.call_body(), headers=self.headers) as resp:
+            body = await resp.read()
+            status, content_type = resp.status, resp.content_type
+        try:
+            [answer] = [m for m in _messages(body, content_type) if "id" in m]
+            ok = answer["result"]["content"][0]["text"] == "ok" and answer["result"]["isError"] is False
+        except (ValueError, KeyError, IndexError, TypeError):
+            ok = False
+        if status != 200 or not ok:
+            raise SetupError(f"tools/call at {self.url}: HTTP {status} {content_type} {body[:300]!r}")
+
+    async def teardown(self, session: aiohttp.ClientSession) -> None:
+        if "Mcp-Session-Id" in self.headers:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.delete(self.url, headers=self.headers):
+                    pass
+
+
+# --- the load -------------------------------------------------------------------------------
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.elapsed = 0.0
+        self.errors = 0
+        self.first_error: str | None = None
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = what
+
+
+async def worker(session: aiohttp.ClientSession, client: Client, deadline: float, tally: Tally) -> None:
+    # Closed loop: one request at a time per worker; one in flight at the deadline still completes.
+    while (start := time.perf_counter()) < deadline:
+        try:
+            async with session.post(client.url, data=client.call_body(), headers=client.headers) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            tally.error(f"{type(exc).__name__}: {exc}")
+            continue
+        # `"ok"` survives any re-serialization of the result (spacing, key order); an error body lacks it.
+        if status == 200 and b'"ok"' in body:
+            tally.latencies.append(time.perf_counter() - start)
+        else:
+            tally.error(f"HTTP {status}: {body[:200]!r}")
+
+
+async def run_level(client: Client, concurrency: int, duration: float, warmup: float) -> Tally:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=REQUEST_TIMEOUT) as session:
+        await client.setup(session)
+        try:
+            if warmup > 0:
+                await asyncio.gather(
+                    *(worker(session, client, time.perf_counter() + warmup, Tally()) for _ in range(concurrency))
+                )
+            tally = Tally()
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(session, client, start + duration, tally) for _ in range(concurrency)))
+            tally.elapsed = time.perf_counter() - start
+            return tally
+        finally:
+            await client.teardown(session)
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: an observed latency, never an interpolation between two."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize(concurrency: int, target: str, tally: Tally) -> Result:
+    elapsed = tally.elapsed
+    ordered = sorted(tally.latencies)
+    return Result(
+        concurrency=concurrency,
+        target=target,
+        requests=len(ordered),
+        errors=tally.errors,
+        seconds=round(elapsed, 3),
+        rps=round(len(ordered) / elapsed, 1),
+        p50_ms=round(percentile(ordered, 50) * 1000, 3),
+        p99_ms=round(percentile(ordered, 99) * 1000, 3),
+        first_error=tally.first_error,
+    )
+
+
+async def measure(
+    targets: dict[str, str], mode: str, levels: Sequence[int], duration: float, warmup: float
+) -> list[Result]:
+    results = []
+    for concurrency in levels:
+        for target, url in targets.items():
+            tally = await run_level(Client(url, mode), concurrency, duration, warmup)
+            results.append(summarize(concurrency, target, tally))
+    return results
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def ratios(results: Sequence[Result]) -> list[dict[str, float]]:
+    by_key = {(r.concurrency, r.target): r for r in results}
+    out = []
+    for (concurrency, target), gw in by_key.items():
+        direct = by_key.get((concurrency, "direct"))
+        if target != "gateway" or direct is None or not direct.rps or not direct.p50_ms:
+            continue
+        out.append(
+            {
+                "concurrency": concurrency,
+                "rps_ratio": round(gw.rps / direct.rps, 3),
+                "p50_ratio": round(gw.p50_ms / direct.p50_ms, 3),
+            }
+        )
+    return out
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
+    by_level = {r["concurrency"]: r for r in ratios(results)}
+    env = settings["environment"]
+    lines = [
+        f"mcpgate bench: mode={settings['mode']} sse={settings['sse']} duration={settings['duration']}s "
+        f"warmup={settings['warmup']}s python={env['python']} cpus={env['cpus']} load={env['loadavg_1m']}",
+        "",
+        f"{'conc':>5} {'target':<8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'req/s ratio':>12} "
+        f"{'p50 ratio':>10}",
+    ]
+    for r in results:
+        ratio = by_level.get(r.concurrency) if r.target == "gateway" else None
+        rps_ratio = f"{ratio['rps_ratio']:.2f}" if ratio else ""
+        p50_ratio = f"{ratio['p50_ratio']:.2f}" if ratio else ""
+        lines.append(
+            f"{r.concurrency:>5} {r.target:<8} {r.rps:>10.1f} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.errors:>7} "
+            f"{rps_ratio:>12} {p50_ratio:>10}"
+        )
+    lines += [f"  first error ({r.target}, c={r.concurrency}): {r.first_error}" for r in results if r.first_error]
+    return "\n".join([*lines, "", NOTE])
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure mcpgate's overhead: tools/call load direct to a stub upstream vs through the gateway.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per concurrency and target")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds of unmeasured load first [default: 20%% of duration, ≤1s]"
+    )
+    parser.add_argument("--concurrency", default="1,64", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--mode", choices=["legacy", "modern"], default="legacy", help="MCP protocol era")
+    parser.add_argument("--sse", action="store_true", help="the stub answers tools/call as text/event-stream")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--no-gateway", action="store_true", help="direct only: the load generator's own ceiling")
+    args = parser.parse_args(argv)
+    try:
+        args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--concurrency takes comma-separated integers, e.g. 1,64")
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--concurrency needs at least one level, each ≥ 1")
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    if args.warmup is None:
+        args.warmup = min(1.0, args.duration / 5)
+    return args
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the children are stopped too.
+    raise KeyboardInterrupt
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    # The load generator is Python too: the faster loop raises the ceiling it imposes on both targets.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    env = environment()  # before the load, which would raise the load average it reports
+    config_dir = Path(tempfile.mkdtemp(prefix="mcpgate-bench-"))
+    try:
+        with children() as started:
+            stub_url = start_stub(started, args.sse)
+            targets = {"direct": stub_url}
+            if not args.no_gateway:
+                targets["gateway"] = start_gateway(started, stub_url, config_dir)
+            with asyncio.Runner(loop_factory=_new_loop) as runner:
+                results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup))
+    except SetupError as exc:
+        print(f"bench setup failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; children stopped", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(config_dir, ignore_errors=True)
+    settings = {
+        "mode": args.mode,
+        "sse": args.sse,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "concurrency": args.levels,
+        "environment": env,
+    }
+    if args.json:
+        print(json.dumps({**settings, "results": [asdict(r) for r in results], "ratios": ratios(results)}, indent=2))
+    else:
+        print(render_table(results, settings))
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
