@@ -167,10 +167,10 @@ class Client:
         else:
             params = {"name": "echo", "arguments": {"text": "hi"}}
         # Every call gets a fresh id (two in-flight requests must not share one); the rest is fixed.
-        self._tail = b',"method":"tools/call","params":' + json.dumps(params, separators=(",", ":")).encode() + b"}"
+        self.tail = b',"method":"tools/call","params":' + json.dumps(params, separators=(",", ":")).encode() + b"}"
 
     def call_body(self) -> bytes:
-        return b'{"jsonrpc":"2.0","id":' + str(next(self._ids)).encode() + self._tail
+        return b'{"jsonrpc":"2.0","id":' + str(next(self._ids)).encode() + self.tail
 
     async def setup(self, session: aiohttp.ClientSession) -> None:
         """Open the MCP session (legacy) and check one real call, so a broken path fails loudly up front."""
@@ -288,14 +288,87 @@ def summarize(concurrency: int, target: str, tally: Tally) -> Result:
     )
 
 
+# --- the same load from wrk (C, far faster than this Python client) ---------------------------
+
+# One wrk thread, so the Lua counter alone keeps request ids unique. `bad` is a per-thread global
+# that done() collects: an answer counts only if it is HTTP 200 and carries the "ok" result.
+WRK_SCRIPT = """
+wrk.method = "POST"
+%(headers)s
+local tail = [==[%(tail)s]==]
+local counter = 0
+bad = 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function request()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, '{"jsonrpc":"2.0","id":' .. counter .. tail)
+end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"ok"', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local bad_total = 0
+  for _, t in ipairs(threads) do bad_total = bad_total + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format('MCPGATE_BENCH {"requests":%%d,"us":%%d,"p50_us":%%d,"p99_us":%%d,"bad":%%d,"socket":%%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), bad_total,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+async def wrk_once(client: Client, concurrency: int, seconds: int, script: Path) -> dict[str, int]:
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), client.url]
+    proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=seconds + 30, check=False)
+    out = proc.stdout.decode(errors="replace")
+    for line in out.splitlines():
+        if line.startswith("MCPGATE_BENCH "):
+            return dict(json.loads(line.removeprefix("MCPGATE_BENCH ")))
+    raise SetupError(f"wrk failed ({proc.returncode}):\n{out}{proc.stderr.decode(errors='replace')}")
+
+
+async def run_level_wrk(client: Client, concurrency: int, duration: float, warmup: float, target: str) -> Result:
+    """wrk takes whole seconds: the duration is rounded up, and any warm-up lasts one second."""
+    async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
+        await client.setup(session)  # the session (legacy) and the check call, as for the Python client
+        try:
+            headers = "\n".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in client.headers.items())
+            with tempfile.TemporaryDirectory(prefix="mcpgate-bench-") as tmp:
+                script = Path(tmp) / "call.lua"
+                script.write_text(WRK_SCRIPT % {"headers": headers, "tail": client.tail.decode()})
+                if warmup > 0:
+                    await wrk_once(client, concurrency, 1, script)
+                run = await wrk_once(client, concurrency, max(1, math.ceil(duration)), script)
+        finally:
+            await client.teardown(session)
+    ok = run["requests"] - run["bad"]
+    errors = run["bad"] + run["socket"]
+    return Result(
+        concurrency=concurrency,
+        target=target,
+        requests=ok,
+        errors=errors,
+        seconds=round(run["us"] / 1e6, 3),
+        rps=round(ok / (run["us"] / 1e6), 1),
+        p50_ms=round(run["p50_us"] / 1000, 3),
+        p99_ms=round(run["p99_us"] / 1000, 3),
+        first_error=f"{errors} failed requests (wrk does not keep bodies)" if errors else None,
+    )
+
+
 async def measure(
-    targets: dict[str, str], mode: str, levels: Sequence[int], duration: float, warmup: float
+    targets: dict[str, str], mode: str, levels: Sequence[int], duration: float, warmup: float, tool: str = "aiohttp"
 ) -> list[Result]:
     results = []
     for concurrency in levels:
         for target, url in targets.items():
-            tally = await run_level(Client(url, mode), concurrency, duration, warmup)
-            results.append(summarize(concurrency, target, tally))
+            client = Client(url, mode)
+            if tool == "wrk":
+                results.append(await run_level_wrk(client, concurrency, duration, warmup, target))
+            else:
+                tally = await run_level(client, concurrency, duration, warmup)
+                results.append(summarize(concurrency, target, tally))
     return results
 
 
@@ -329,10 +402,9 @@ def environment() -> dict[str, Any]:
 
 def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
     by_level = {r["concurrency"]: r for r in ratios(results)}
-    env = settings["environment"]
+    shown = {k: v for k, v in settings.items() if k not in ("environment", "concurrency")} | settings["environment"]
     lines = [
-        f"mcpgate bench: mode={settings['mode']} sse={settings['sse']} duration={settings['duration']}s "
-        f"warmup={settings['warmup']}s python={env['python']} cpus={env['cpus']} load={env['loadavg_1m']}",
+        "mcpgate bench: " + " ".join(f"{k}={v}" for k, v in shown.items()),
         "",
         f"{'conc':>5} {'target':<8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'req/s ratio':>12} "
         f"{'p50 ratio':>10}",
@@ -366,6 +438,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sse", action="store_true", help="the stub answers tools/call as text/event-stream")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--no-gateway", action="store_true", help="direct only: the load generator's own ceiling")
+    parser.add_argument(
+        "--tool", choices=["aiohttp", "wrk"], default="aiohttp", help="load generator (wrk: whole seconds only)"
+    )
     args = parser.parse_args(argv)
     try:
         args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
@@ -375,6 +450,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--concurrency needs at least one level, each ≥ 1")
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.tool == "wrk" and shutil.which("wrk") is None:
+        parser.error("--tool wrk: no wrk binary on PATH (Debian/Ubuntu: apt install wrk)")
     if args.warmup is None:
         args.warmup = min(1.0, args.duration / 5)
     return args
@@ -407,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.no_gateway:
                 targets["gateway"] = start_gateway(started, stub_url, config_dir)
             with asyncio.Runner(loop_factory=_new_loop) as runner:
-                results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup))
+                results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool))
     except SetupError as exc:
         print(f"bench setup failed: {exc}", file=sys.stderr)
         return 2
@@ -418,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(config_dir, ignore_errors=True)
     settings = {
         "mode": args.mode,
+        "tool": args.tool,
         "sse": args.sse,
         "duration": args.duration,
         "warmup": args.warmup,

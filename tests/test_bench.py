@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -137,6 +138,20 @@ async def test_load_counts_failures_as_errors(stub_url: str) -> None:
 async def test_one_load_level_against_the_stub(stub_url: str, mode: str) -> None:
     tally = await bench.run_level(bench.Client(stub_url, mode), concurrency=2, duration=0.1, warmup=0)
     result = bench.summarize(2, "direct", tally)
+    assert result.errors == 0
+    assert result.requests > 0
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk binary (apt install wrk)")
+async def test_wrk_load_against_the_stub() -> None:
+    server = TestServer(stub.make_app(sse=True), host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = bench.Client(str(server.make_url("/mcp")), "modern")
+        result = await bench.run_level_wrk(client, concurrency=2, duration=1, warmup=0, target="direct")
+    finally:
+        await server.close()
     assert result.errors == 0
     assert result.requests > 0
     assert 0 < result.p50_ms <= result.p99_ms
