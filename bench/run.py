@@ -63,8 +63,8 @@ class Result:
     errors: int
     seconds: float
     rps: float
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float | None  # None when no request succeeded
+    p99_ms: float | None
     first_error: str | None = None
 
 
@@ -266,24 +266,21 @@ async def run_level(client: Client, concurrency: int, duration: float, warmup: f
 
 def percentile(ordered: Sequence[float], q: float) -> float:
     """Nearest-rank percentile: an observed latency, never an interpolation between two."""
-    if not ordered:
-        return float("nan")
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
 
 
 def summarize(concurrency: int, target: str, tally: Tally) -> Result:
-    elapsed = tally.elapsed
     ordered = sorted(tally.latencies)
     return Result(
         concurrency=concurrency,
         target=target,
         requests=len(ordered),
         errors=tally.errors,
-        seconds=round(elapsed, 3),
-        rps=round(len(ordered) / elapsed, 1),
-        p50_ms=round(percentile(ordered, 50) * 1000, 3),
-        p99_ms=round(percentile(ordered, 99) * 1000, 3),
+        seconds=round(tally.elapsed, 3),
+        rps=round(len(ordered) / tally.elapsed, 1),
+        p50_ms=round(percentile(ordered, 50) * 1000, 3) if ordered else None,
+        p99_ms=round(percentile(ordered, 99) * 1000, 3) if ordered else None,
         first_error=tally.first_error,
     )
 
@@ -351,8 +348,8 @@ async def run_level_wrk(client: Client, concurrency: int, duration: float, warmu
         errors=errors,
         seconds=round(run["us"] / 1e6, 3),
         rps=round(ok / (run["us"] / 1e6), 1),
-        p50_ms=round(run["p50_us"] / 1000, 3),
-        p99_ms=round(run["p99_us"] / 1000, 3),
+        p50_ms=round(run["p50_us"] / 1000, 3) if ok else None,
+        p99_ms=round(run["p99_us"] / 1000, 3) if ok else None,
         first_error=f"{errors} failed requests (wrk does not keep bodies)" if errors else None,
     )
 
@@ -380,7 +377,7 @@ def ratios(results: Sequence[Result]) -> list[dict[str, float]]:
     out = []
     for (concurrency, target), gw in by_key.items():
         direct = by_key.get((concurrency, "direct"))
-        if target != "gateway" or direct is None or not direct.rps or not direct.p50_ms:
+        if target != "gateway" or direct is None or not (direct.rps and direct.p50_ms and gw.p50_ms):
             continue
         out.append(
             {
@@ -413,8 +410,10 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
         ratio = by_level.get(r.concurrency) if r.target == "gateway" else None
         rps_ratio = f"{ratio['rps_ratio']:.2f}" if ratio else ""
         p50_ratio = f"{ratio['p50_ratio']:.2f}" if ratio else ""
+        p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.3f}"
+        p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.3f}"
         lines.append(
-            f"{r.concurrency:>5} {r.target:<8} {r.rps:>10.1f} {r.p50_ms:>9.3f} {r.p99_ms:>9.3f} {r.errors:>7} "
+            f"{r.concurrency:>5} {r.target:<8} {r.rps:>10.1f} {p50:>9} {p99:>9} {r.errors:>7} "
             f"{rps_ratio:>12} {p50_ratio:>10}"
         )
     lines += [f"  first error ({r.target}, c={r.concurrency}): {r.first_error}" for r in results if r.first_error]
@@ -457,9 +456,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the children are stopped too.
-    raise KeyboardInterrupt
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C: inside asyncio.Runner that cancels the
+    # load cleanly, outside it raises KeyboardInterrupt; either way the children are stopped.
+    signal.raise_signal(signal.SIGINT)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -474,15 +474,15 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    signal.signal(signal.SIGTERM, _interrupt)
     env = environment()  # before the load, which would raise the load average it reports
-    config_dir = Path(tempfile.mkdtemp(prefix="mcpgate-bench-"))
     try:
-        with children() as started:
+        with tempfile.TemporaryDirectory(prefix="mcpgate-bench-") as config_dir, children() as started:
             stub_url = start_stub(started, args.sse)
             targets = {"direct": stub_url}
             if not args.no_gateway:
-                targets["gateway"] = start_gateway(started, stub_url, config_dir)
+                targets["gateway"] = start_gateway(started, stub_url, Path(config_dir))
             with asyncio.Runner(loop_factory=_new_loop) as runner:
                 results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool))
     except SetupError as exc:
@@ -491,8 +491,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; children stopped", file=sys.stderr)
         return 130
-    finally:
-        shutil.rmtree(config_dir, ignore_errors=True)
     settings = {
         "mode": args.mode,
         "tool": args.tool,
