@@ -174,3 +174,8 @@ def test_level_filters_before_formatting(restore_root: None, capsys: pytest.Capt
 def test_configure_logging_rejects_unknown_level(restore_root: None) -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("verbose", "text")
+
+
+def test_redactor_argv() -> None:
+    argv = ["server", "--api-token=abc", "--password", "pw", "--verbose", "/data", "--token"]
+    assert Redactor().argv(argv) == ["server", "--api-token=***", "--password", "***", "--verbose", "/data", "--token"]

@@ -86,6 +86,28 @@ class Redactor:
             return url
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """A command line with secret-looking option values masked.
+
+        Covers ``--api-token=abc`` and ``--api-token abc``; a secret passed positionally cannot
+        be told from a path and stays visible (use ``env:`` for secrets).
+        """
+        out: list[str] = []
+        mask_next = False
+        for arg in argv:
+            if mask_next:
+                out.append(MASK)
+                mask_next = False
+                continue
+            name, eq, _ = arg.partition("=")
+            if arg.startswith("-") and self.is_secret(name):
+                if eq:
+                    out.append(f"{name}={MASK}")
+                    continue
+                mask_next = True
+            out.append(arg)
+        return out
+
 
 @functools.lru_cache(maxsize=32)
 def _redactor(terms: tuple[str, ...]) -> Redactor:
