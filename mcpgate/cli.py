@@ -1,0 +1,641 @@
+"""The ``mcpgate`` command line: thin verbs that load the config, call the library and print.
+
+Exit codes are part of the interface: supervisors and CI read them. ``start`` exits 78
+(``EX_CONFIG``) for a configuration that can never work, so that systemd's
+``RestartPreventExitStatus=78`` stops a restart loop, and 69 (``EX_UNAVAILABLE``) when its port
+is taken, which a later restart may cure. This is the only module that calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+
+import click
+
+from mcpgate import __version__
+from mcpgate.observability.logging import DEFAULT_REDACT, LEVELS, Redactor, configure_logging
+
+if TYPE_CHECKING:
+    # The loader pulls in YAML and JSON Schema (with format checkers): seconds of imports that
+    # `--version` and `health --url` (a Docker HEALTHCHECK, run every few seconds) must not pay.
+    # The verbs that load a config import it where they need it.
+    from mcpgate.config import Config, ConfigError, ConfigIssue, UpstreamConfig
+    from mcpgate.config.model import RoutingRule
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1  # invalid config (validate, routes, list-servers), unhealthy (health, --probe)
+EXIT_USAGE: Final = 2  # click's own: unknown option, bad value
+EXIT_UNAVAILABLE: Final = 69  # EX_UNAVAILABLE: start could not listen on its address
+EXIT_CONFIG: Final = 78  # EX_CONFIG: start refused the configuration; do not restart
+
+DEFAULT_HEALTH_URL: Final = "http://127.0.0.1:8080/readyz"
+WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def shared_options(func: F) -> F:
+    """``-c/--config``, ``--log-level`` and ``--log-format``: the same meaning in every verb."""
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        envvar="MCPGATE_LOG_FORMAT",
+        help="Log format; overrides observability.logging.format.",
+    )(func)
+    func = click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        envvar="MCPGATE_LOG_LEVEL",
+        help="Log level; overrides observability.logging.level. Commands other than start log at warning.",
+    )(func)
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        metavar="PATH",
+        help="Configuration file, '-' for stdin. Default: $MCPGATE_CONFIG, ./mcpgate.yml, "
+        "~/.config/mcpgate/config.yml, /etc/mcpgate/config.yml (the first that exists).",
+    )(func)
+
+
+def json_option(what: str) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON, for scripts.")
+
+
+CONTEXT_SETTINGS: Final[dict[str, Any]] = {
+    "auto_envvar_prefix": "MCPGATE",
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 100,
+}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="mcpgate", message="%(prog)s %(version)s")
+def main() -> None:
+    """mcpgate: one gateway in front of your MCP servers.
+
+    \b
+    Exit codes:
+      0   success
+      1   invalid configuration (validate, routes, list-servers), unhealthy (health, --probe)
+      2   usage error
+      69  start could not listen on its address
+      78  start refused the configuration (systemd: RestartPreventExitStatus=78)
+
+    \b
+    Environment: MCPGATE_CONFIG, MCPGATE_HOST, MCPGATE_PORT, MCPGATE_WORKERS,
+    MCPGATE_SHUTDOWN_TIMEOUT, MCPGATE_LOG_LEVEL, MCPGATE_LOG_FORMAT.
+    Precedence: flag > MCPGATE_* variable > config file > built-in default.
+    """
+
+
+# -- shared plumbing ---------------------------------------------------------------------------
+
+
+def log_overrides(log_level: str | None, log_format: str | None) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    if log_level is not None:
+        overrides["observability.logging.level"] = log_level.lower()
+    if log_format is not None:
+        overrides["observability.logging.format"] = log_format
+    return overrides
+
+
+def load_or_exit(
+    config_path: str | None, overrides: Mapping[str, object], *, code: int, trailer: str = "{count} error(s)"
+) -> Config:
+    """The configuration (``-`` reads stdin), or every issue on stderr and exit ``code``."""
+    from mcpgate.config import ConfigError, load_config
+
+    try:
+        return load_config(config_path, overrides=overrides)
+    except ConfigError as err:
+        count = print_issues(err)
+        exit_with(code, trailer.format(count=count))
+
+
+def print_issues(err: ConfigError) -> int:
+    """Every issue on stderr, one per line, like a compiler; returns how many."""
+    for issue in err.issues:
+        click.echo(str(issue), err=True)
+    if not err.issues:
+        click.echo(str(err), err=True)
+    return max(1, len(err.issues))
+
+
+def load_for_reading(config_path: str | None, log_level: str | None, log_format: str | None) -> Config:
+    """For the read-only verbs: a broken config is their failure (1), reported like validate."""
+    config = load_or_exit(config_path, log_overrides(log_level, log_format), code=EXIT_FAILURE)
+    configure_cli_logging(log_level, log_format, config)
+    return config
+
+
+def configure_cli_logging(log_level: str | None, log_format: str | None, config: Config | None = None) -> None:
+    """One-shot verbs stay quiet unless asked: their output is what they print, not the log."""
+    redact = config.observability.logging.redact if config is not None else DEFAULT_REDACT
+    fmt = log_format or (config.observability.logging.format if config is not None else "text")
+    configure_logging(log_level or "warning", "json" if fmt == "json" else "text", redact)
+
+
+def exit_with(code: int, message: str | None = None) -> NoReturn:
+    if message:
+        click.echo(message, err=code != EXIT_OK)
+    sys.exit(code)
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in (headers, *rows)) for i in range(len(headers))]
+    lines = (
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in (headers, *rows)
+    )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+@main.command(short_help="Run the gateway until SIGTERM or SIGINT")
+@click.option("--host", envvar="MCPGATE_HOST", help="Address to listen on; overrides server.host.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), envvar="MCPGATE_PORT", help="Port to listen on; overrides server.port."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar="MCPGATE_WORKERS",
+    help="Worker processes; overrides server.workers.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    envvar="MCPGATE_SHUTDOWN_TIMEOUT",
+    metavar="SECONDS",
+    help="Grace period for in-flight calls at shutdown; overrides server.shutdown_timeout.",
+)
+@shared_options
+def start(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    shutdown_timeout: float | None,
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Run the gateway in the foreground until SIGTERM or SIGINT.
+
+    Each flag (or its MCPGATE_* variable) overrides the config file; a second signal exits at
+    once. Exits 78 when the configuration is invalid (print every error, like validate) and
+    69 when the address cannot be bound.
+
+    \b
+    Examples:
+      mcpgate start -c /etc/mcpgate/config.yml
+      mcpgate start -c mcpgate.yml --host 0.0.0.0 --port 9000 --log-format json
+      MCPGATE_PORT=9000 mcpgate start
+      envsubst < template.yml | mcpgate start -c -
+    """
+    overrides = log_overrides(log_level, log_format)
+    for key, value in (
+        ("server.host", host),
+        ("server.port", port),
+        ("server.workers", workers),
+        ("server.shutdown_timeout", shutdown_timeout),
+    ):
+        if value is not None:  # only what the user gave: the file keeps everything else
+            overrides[key] = value
+    trailer = "mcpgate: not starting: {count} error(s) in the configuration"
+    config = load_or_exit(config_path, overrides, code=EXIT_CONFIG, trailer=trailer)
+    logging_config = config.observability.logging
+    configure_logging(logging_config.level, logging_config.format, logging_config.redact)
+
+    from mcpgate import server  # the whole gateway: imported only by the verb that runs it
+
+    try:
+        code = server.run(config)
+    except server.StartupError as exc:
+        exit_with(EXIT_CONFIG, f"mcpgate: cannot start: {exc}")
+    except OSError as exc:
+        where = host_port(config.server.host, config.server.port)
+        exit_with(EXIT_UNAVAILABLE, f"mcpgate: cannot listen on {where}: {describe_bind_error(exc)}")
+    sys.exit(code)
+
+
+def describe_bind_error(exc: OSError) -> str:
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno).lower()  # "address already in use", "permission denied"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+@main.command(short_help="Check a configuration without starting anything")
+@json_option("the verdict")
+@shared_options
+def validate(config_path: str | None, log_level: str | None, log_format: str | None, as_json: bool) -> None:
+    """Load a configuration exactly as start would, build the gateway, and stop there.
+
+    Prints a one-line summary and exits 0, or prints every error as
+    FILE:LINE:COL: dotted.path: message, then a count, and exits 1. Nothing listens and no
+    upstream is contacted.
+
+    \b
+    Examples:
+      mcpgate validate -c mcpgate.yml
+      mcpgate validate -c - < mcpgate.yml
+      mcpgate validate -c mcpgate.yml --json | jq '.errors[].message'
+    """
+    from mcpgate.config import ConfigError, load_config, summarize
+
+    configure_cli_logging(log_level, log_format)
+    try:
+        config = load_config(config_path, overrides=log_overrides(log_level, log_format))
+        build_gateway(config)
+    except ConfigError as err:
+        if as_json:
+            emit_json({"valid": False, "errors": [issue_dict(i) for i in err.issues], "summary": None})
+            sys.exit(EXIT_FAILURE)
+        exit_with(EXIT_FAILURE, f"{print_issues(err)} error(s)")
+    if as_json:
+        emit_json({"valid": True, "errors": [], "summary": summarize(config)})
+    else:
+        click.echo(summarize(config))
+    sys.exit(EXIT_OK)
+
+
+LEADING_PATH: Final = re.compile(r"(?P<path>[A-Za-z_][\w.\[\]-]*): (?P<message>.+)", re.DOTALL)
+
+
+def build_gateway(config: Config) -> None:
+    """Build what start would build, without sockets, so that validate catches what start would.
+
+    A ``StartupError`` (valid YAML that this build cannot run) becomes an issue like any other.
+    """
+    from mcpgate.config import ConfigError, ConfigIssue
+    from mcpgate.gateway import Gateway, StartupError
+
+    try:
+        Gateway.from_config(config)
+    except StartupError as exc:
+        text = str(exc)
+        match = LEADING_PATH.fullmatch(text)
+        path, message = (match["path"], match["message"]) if match else ("", text)
+        raise ConfigError([ConfigIssue(config.source, 0, 0, path, message)]) from None
+
+
+def issue_dict(issue: ConfigIssue) -> dict[str, Any]:
+    return {"file": issue.file, "line": issue.line, "col": issue.col, "path": issue.path, "message": issue.message}
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+@main.command(short_help="Print the configuration's JSON Schema")
+@shared_options
+def schema(config_path: str | None, log_level: str | None, log_format: str | None) -> None:
+    """Print the JSON Schema (Draft 2020-12) that every configuration is validated against.
+
+    Point an editor at it for completion and inline errors. The options shared by every verb
+    are accepted and have no effect here.
+
+    \b
+    Examples:
+      mcpgate schema > mcpgate.schema.json
+      # first line of mcpgate.yml, for yaml-language-server:
+      # yaml-language-server: $schema=./mcpgate.schema.json
+    """
+    from mcpgate.config import load_schema
+
+    emit_json(load_schema())
+    sys.exit(EXIT_OK)
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@main.command(short_help="Show the HTTP routes a configuration serves")
+@json_option("the routes")
+@shared_options
+def routes(config_path: str | None, log_level: str | None, log_format: str | None, as_json: bool) -> None:
+    """Show which path reaches which upstream, and the routing rules of the unified endpoint.
+
+    Each upstream has its own endpoint /servers/<name>/mcp (alias /mcp/<name>). Streamable HTTP
+    upstreams are served today; stdio and sse upstreams are listed but not served yet. The
+    routing rules are listed in file order (first match wins) with the index used in error
+    messages (routing[0] is the first rule); they apply to the unified endpoint /mcp, which is
+    not served yet.
+
+    \b
+    Examples:
+      mcpgate routes -c mcpgate.yml
+      mcpgate routes -c mcpgate.yml --json | jq '.servers[].path'
+    """
+    config = load_for_reading(config_path, log_level, log_format)
+    redactor = Redactor(config.observability.logging.redact)
+    servers = [server_route(u, redactor) for u in config.upstreams]
+    rules = [rule_dict(rule) for rule in config.routing]
+    if as_json:
+        emit_json({"servers": servers, "unified": {"path": "/mcp", "served": False, "rules": rules}})
+        sys.exit(EXIT_OK)
+    headers = ("PATH", "UPSTREAM", "TRANSPORT", "TARGET", "STATUS")
+    keys = ("path", "upstream", "transport", "target", "status")
+    click.echo(render_table(headers, [[s[k] for k in keys] for s in servers]))
+    click.echo("Each path is also served as /mcp/<name>.")
+    if rules:
+        click.echo("\nRouting rules for the unified endpoint /mcp (not served yet), first match wins:")
+        rows = [[str(r["index"]), format_match(r["match"]), r["upstream"]] for r in rules]
+        click.echo(render_table(("#", "MATCH", "UPSTREAM"), rows))
+    sys.exit(EXIT_OK)
+
+
+def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
+    served = upstream.transport == "streamable-http"
+    return {
+        "path": f"/servers/{upstream.name}/mcp",
+        "alias": f"/mcp/{upstream.name}",
+        "upstream": upstream.name,
+        "transport": upstream.transport,
+        "target": display_target(upstream, redactor),
+        "served": served,
+        "status": "served" if served else f"not served yet ({upstream.transport} upstreams land later)",
+    }
+
+
+def rule_dict(rule: RoutingRule) -> dict[str, Any]:
+    match = {"method": rule.match.method.pattern}
+    for field in ("tool", "resource", "prompt"):
+        glob = getattr(rule.match, field)
+        if glob is not None:
+            match[field] = glob.pattern
+    return {"index": rule.index, "match": match, "upstream": rule.upstream}
+
+
+def format_match(match: Mapping[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in match.items())
+
+
+def display_target(upstream: UpstreamConfig, redactor: Redactor) -> str:
+    """URL or command line, with anything that looks like a credential masked."""
+    if upstream.url is not None:
+        return redactor.url(upstream.url)
+    return shlex.join(redactor.argv(upstream.command))
+
+
+# -- list-servers ------------------------------------------------------------------------------
+
+
+@main.command("list-servers", short_help="List the upstream MCP servers, optionally probing them")
+@click.option("--probe", is_flag=True, help="Connect to every upstream (concurrently) and report health and contents.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time allowed for each upstream's probe.",
+)
+@json_option("the servers")
+@shared_options
+def list_servers(
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    as_json: bool,
+    probe: bool,
+    timeout: float,
+) -> None:
+    """List the upstreams: name, transport, URL or command, auth kind and prefix.
+
+    Secrets are never shown: AUTH says only none, bearer or header:<Header-Name>, and
+    credentials in URLs and command lines are masked. With --probe every Streamable HTTP
+    upstream gets a dual-era handshake (server/discover, else initialize) and its tool,
+    resource and prompt lists are counted; the command exits 1 if any upstream is unhealthy
+    (stdio and sse upstreams cannot be probed yet and count as unhealthy).
+
+    \b
+    Examples:
+      mcpgate list-servers -c mcpgate.yml
+      mcpgate list-servers -c mcpgate.yml --probe --timeout 10
+      mcpgate list-servers -c mcpgate.yml --probe --json | jq '.servers[] | select(.probe.healthy | not)'
+    """
+    config = load_for_reading(config_path, log_level, log_format)
+    redactor = Redactor(config.observability.logging.redact)
+    servers = [server_info(u, redactor) for u in config.upstreams]
+    results = asyncio.run(probe_all(config.upstreams, timeout)) if probe else None
+    if results is not None:
+        for info, result in zip(servers, results, strict=True):
+            info["probe"] = result.as_dict()
+    if as_json:
+        emit_json({"servers": servers})
+    else:
+        click.echo(servers_table(servers))
+    healthy = results is None or all(r.healthy for r in results)
+    sys.exit(EXIT_OK if healthy else EXIT_FAILURE)
+
+
+def server_info(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
+    auth = upstream.auth
+    return {
+        "name": upstream.name,
+        "transport": upstream.transport,
+        "target": display_target(upstream, redactor),
+        "auth": "none" if auth is None else ("bearer" if auth.type == "bearer" else f"header:{auth.header}"),
+        "prefix": upstream.prefix,
+    }
+
+
+async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list[Any]:
+    import aiohttp
+
+    from mcpgate.upstream.probe import probe_upstream
+
+    async with aiohttp.ClientSession() as session:
+        return list(await asyncio.gather(*(probe_upstream(u, timeout=seconds, session=session) for u in upstreams)))
+
+
+PROBE_COLUMNS: Final = ("HEALTH", "PROTOCOL", "TOOLS", "RESOURCES", "PROMPTS", "LATENCY")
+
+
+def servers_table(servers: Sequence[Mapping[str, Any]]) -> str:
+    headers: tuple[str, ...] = ("NAME", "TRANSPORT", "TARGET", "AUTH", "PREFIX")
+    probed = bool(servers) and "probe" in servers[0]
+    if probed:
+        headers += PROBE_COLUMNS
+    rows = []
+    errors = []
+    for s in servers:
+        row = [s["name"], s["transport"], s["target"], s["auth"], s["prefix"] or "-"]
+        if probed:
+            row += probe_cells(s["probe"])
+            if s["probe"]["error"]:
+                errors.append(f"{s['name']}: {s['probe']['error']}")
+        rows.append(row)
+    table = render_table(headers, rows)
+    return "\n".join([table, "", *errors]) if errors else table
+
+
+def probe_cells(probe: Mapping[str, Any]) -> list[str]:
+    def count(key: str) -> str:
+        return "-" if probe[key] is None else str(probe[key])
+
+    latency = probe["latency_ms"]
+    return [
+        "healthy" if probe["healthy"] else "unhealthy",
+        probe["protocol_version"] or "-",
+        count("tools"),
+        count("resources"),
+        count("prompts"),
+        "-" if latency is None else f"{latency:.1f}ms",
+    ]
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@main.command(short_help="Ask a running gateway whether it is ready")
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Readiness endpoint to ask. Default: http://<server.host>:<server.port>/readyz from the config "
+    "(with MCPGATE_HOST/MCPGATE_PORT applied; 0.0.0.0 and :: mean 127.0.0.1) if a config file is found, "
+    f"else {DEFAULT_HEALTH_URL}.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time allowed for the answer.",
+)
+@json_option("the verdict and the endpoint's body")
+@shared_options
+def health(
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    as_json: bool,
+    url: str | None,
+    timeout: float,
+) -> None:
+    """Ask a running gateway's readiness endpoint; exit 0 on HTTP 200, else 1.
+
+    Prints one line: healthy, unhealthy (with the reason from the gateway's answer) or
+    unreachable. With --json the verdict and the endpoint's JSON body go to stdout and the line
+    to stderr. No config file is needed; one that exists but is invalid is an error.
+
+    \b
+    Examples:
+      mcpgate health
+      mcpgate health --url http://127.0.0.1:8080/readyz --timeout 2
+      # Dockerfile:
+      HEALTHCHECK CMD ["mcpgate", "health", "--url", "http://127.0.0.1:8080/readyz"]
+    """
+    configure_cli_logging(log_level, log_format)
+    target = url or default_health_url(config_path)
+    shown = Redactor().url(target)
+    verdict = asyncio.run(check_health(target, timeout))
+    status, body, problem = verdict
+    if problem is not None:
+        line = f"unreachable: {shown}: {problem}"
+    elif status == 200:
+        line = f"healthy: {shown} (200)"
+    else:
+        reason = readiness_reason(body)
+        line = f"unhealthy: {shown} ({status})" + (f": {reason}" if reason else "")
+    healthy = problem is None and status == 200
+    if as_json:
+        emit_json({"healthy": healthy, "url": shown, "status": status, "error": problem, "body": body})
+        click.echo(line, err=True)
+    else:
+        click.echo(line)
+    sys.exit(EXIT_OK if healthy else EXIT_FAILURE)
+
+
+def default_health_url(config_path: str | None) -> str:
+    """The readiness URL of the gateway this machine's config describes."""
+    overrides: dict[str, object] = {}
+    if env_host := os.environ.get("MCPGATE_HOST"):
+        overrides["server.host"] = env_host
+    if (env_port := os.environ.get("MCPGATE_PORT", "")).isdigit():
+        overrides["server.port"] = int(env_port)
+    from mcpgate.config import ConfigError, find_config_file
+
+    try:
+        find_config_file(config_path)
+    except ConfigError as err:
+        if config_path is not None:  # asked for a file that is not there
+            exit_with(EXIT_FAILURE, f"{print_issues(err)} error(s)")
+        host = env_host or "127.0.0.1"
+        port = int(env_port) if env_port.isdigit() else 8080
+    else:
+        trailer = "{count} error(s) in the configuration; pass --url to skip it"
+        config = load_or_exit(config_path, overrides, code=EXIT_FAILURE, trailer=trailer)
+        host, port = config.server.host, config.server.port
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    return f"http://{host_port(host, port)}/readyz"
+
+
+async def check_health(url: str, seconds: float) -> tuple[int | None, Any, str | None]:
+    """(HTTP status, JSON body or None, why it could not be asked)."""
+    import aiohttp
+
+    from mcpgate.upstream.probe import describe_client_error
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
+            session.get(url, headers={"Accept": "application/json"}) as resp,
+        ):
+            raw = await resp.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            return resp.status, body, None
+    except TimeoutError:
+        return None, None, f"no answer within {seconds:g}s"
+    except aiohttp.ClientError as exc:
+        return None, None, describe_client_error(exc)
+    except ValueError:
+        return None, None, "invalid URL"
+
+
+def readiness_reason(body: Any) -> str | None:
+    """A short why from the gateway's readiness body: its status and the upstreams holding it back."""
+    if not isinstance(body, Mapping):
+        return None
+    status = body.get("status")
+    held_back = []
+    upstreams = body.get("upstreams")
+    if isinstance(upstreams, Mapping):
+        for name, state in upstreams.items():
+            if isinstance(state, Mapping) and state.get("state") in ("unhealthy", "unknown"):
+                error = state.get("last_error")
+                held_back.append(f"{name} {state['state']}" + (f" ({error})" if error else ""))
+    parts = [str(status)] if isinstance(status, str) and status else []
+    if held_back:
+        parts.append(", ".join(held_back))
+    return ": ".join(parts)[:300] or None
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m mcpgate` goes through __main__.py
+    main()

@@ -1,0 +1,592 @@
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from aiohttp import web
+from click.testing import CliRunner, Result
+
+import mcpgate
+from mcpgate import cli
+from mcpgate.config.model import Config
+from tests.conftest import ROOT, free_port
+
+CONFIG = """\
+server:
+  host: 127.0.0.1
+  port: 8001
+upstreams:
+  demo:
+    url: http://127.0.0.1:9000/mcp
+    prefix: demo
+    auth: {type: bearer, token: "${DEMO_TOKEN:-s3cret-bearer}"}
+  kb:
+    url: "https://user:s3cret-pw@kb.example.com/mcp?api_token=s3cret-q&tenant=acme"
+    auth: {type: header, header: X-Api-Key, value: s3cret-key}
+    headers: {X-Tenant: acme}
+  files:
+    command: [npx, -y, "@modelcontextprotocol/server-filesystem", --token=s3cret-arg, /data]
+routing:
+  - match: {method: tools/call, tool: "math.*"}
+    upstream: demo
+  - match: {method: "*"}
+    upstream: kb
+"""
+
+BROKEN = """\
+upstreams:
+  demo:
+    url: http://127.0.0.1:9000/mcp
+    bogus: 1
+routing:
+  - match: {method: "*"}
+    upstream: nowhere
+"""
+
+ISSUE_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<path>\S+): (?P<message>.+)$")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No MCPGATE_* from the developer's shell, no stray config file, and logging put back."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MCPGATE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", "/nonexistent-home")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no ./mcpgate.yml unless a test writes one
+    path = tmp_path / "gateway.yml"
+    path.write_text(CONFIG)
+    return path
+
+
+def invoke(*args: str, input: str | None = None, env: dict[str, str | None] | None = None) -> Result:
+    return CliRunner().invoke(cli.main, list(args), input=input, env=env, catch_exceptions=False)
+
+
+# -- the shape of the interface ----------------------------------------------------------------
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"mcpgate {mcpgate.__version__}\n"
+
+
+def test_python_dash_m_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcpgate", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"mcpgate {mcpgate.__version__}"
+
+
+def test_cli_import_stays_light() -> None:
+    """`health --url` runs as a Docker HEALTHCHECK: it must not import the config loader (seconds)."""
+    code = (
+        "import sys, mcpgate.cli, mcpgate.upstream.probe;"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('mcpgate.config', 'jsonschema', 'ruamel')));"
+        "print(heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+COMMANDS = sorted(cli.main.commands)
+NO_DEFAULT = (None, getattr(click.core, "UNSET", None))  # click >= 8.3 marks "no default" with a sentinel
+
+
+def test_all_verbs_exist() -> None:
+    assert COMMANDS == ["health", "list-servers", "routes", "schema", "start", "validate"]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_of_every_command(name: str) -> None:
+    for flag in ("--help", "-h"):
+        result = invoke(name, flag)
+        assert result.exit_code == 0
+        assert "Examples:" in result.stdout
+        assert "-c, --config PATH" in result.stdout
+        assert "--log-level" in result.stdout and "--log-format" in result.stdout
+    command = cli.main.commands[name]
+    short = command.get_short_help_str(limit=200)
+    assert short and not short.endswith(".")
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{name} {param.opts} has no help"
+            if param.default not in NO_DEFAULT and not param.is_flag:
+                assert param.show_default, f"{name} {param.opts} hides its default"
+
+
+def test_group_help_lists_exit_codes() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for code in ("69", "78", "RestartPreventExitStatus=78"):
+        assert code in result.stdout
+
+
+def test_exit_code_constants() -> None:
+    assert (cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_UNAVAILABLE, cli.EXIT_CONFIG) == (0, 1, 2, 69, 78)
+    assert invoke("validate", "--no-such-flag").exit_code == cli.EXIT_USAGE
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+def test_validate_valid(config_file: Path) -> None:
+    result = invoke("validate", "-c", str(config_file))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip()
+    assert len(result.stdout.strip().splitlines()) == 1
+
+
+def test_validate_reads_stdin(config_file: Path) -> None:
+    result = invoke("validate", "-c", "-", input=CONFIG)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_validate_finds_config_through_env(config_file: Path) -> None:
+    result = invoke("validate", env={"MCPGATE_CONFIG": str(config_file)})
+    assert result.exit_code == 0, result.stderr
+
+
+def test_validate_finds_config_in_working_directory(config_file: Path) -> None:
+    (config_file.parent / "mcpgate.yml").write_text(CONFIG)
+    assert invoke("validate").exit_code == 0
+
+
+def test_validate_invalid_prints_every_issue(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yml"
+    path.write_text(BROKEN)
+    result = invoke("validate", "-c", str(path))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    *issues, last = result.stderr.strip().splitlines()
+    assert last == f"{len(issues)} error(s)"
+    assert len(issues) >= 2
+    for line in issues:
+        match = ISSUE_LINE.match(line)
+        assert match, line
+        assert match["file"] == str(path)
+    paths = {ISSUE_LINE.match(line)["path"] for line in issues}  # type: ignore[index]
+    assert any(p.startswith("upstreams.demo") for p in paths)
+    assert any(p.startswith("routing[0]") for p in paths)
+
+
+def test_validate_json(tmp_path: Path, config_file: Path) -> None:
+    result = invoke("validate", "-c", str(config_file), "--json")
+    assert result.exit_code == 0
+    ok = json.loads(result.stdout)
+    assert ok["valid"] is True and ok["errors"] == [] and ok["summary"]
+
+    broken = tmp_path / "broken.yml"
+    broken.write_text(BROKEN)
+    result = invoke("validate", "-c", str(broken), "--json")
+    assert result.exit_code == 1
+    bad = json.loads(result.stdout)
+    assert bad["valid"] is False and bad["summary"] is None
+    assert bad["errors"]
+    for error in bad["errors"]:
+        assert set(error) == {"file", "line", "col", "path", "message"}
+        assert error["file"] == str(broken)
+        assert isinstance(error["line"], int) and isinstance(error["col"], int)
+
+
+def test_validate_missing_file(tmp_path: Path) -> None:
+    result = invoke("validate", "-c", str(tmp_path / "absent.yml"))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].endswith("error(s)")
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def test_schema_is_json() -> None:
+    result = invoke("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert isinstance(schema, dict) and "$schema" in schema
+    assert result.stdout.startswith("{\n  ")  # indented for people and editors
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def test_routes_table(config_file: Path) -> None:
+    result = invoke("routes", "-c", str(config_file))
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "s3cret" not in out
+    lines = out.splitlines()
+    assert lines[0].split() == ["PATH", "UPSTREAM", "TRANSPORT", "TARGET", "STATUS"]
+    assert lines[1].split()[:3] == ["/servers/demo/mcp", "demo", "streamable-http"]
+    assert lines[1].endswith("served")
+    assert lines[3].startswith("/servers/files/mcp")
+    assert lines[3].endswith("not served yet (stdio upstreams land later)")
+    assert "/mcp/<name>" in out
+    assert "unified endpoint /mcp" in out and "not served yet" in out
+    rules = lines[lines.index(next(line for line in lines if line.startswith("#"))) :]
+    assert rules[0].split() == ["#", "MATCH", "UPSTREAM"]
+    assert rules[1].split() == ["0", "method=tools/call", "tool=math.*", "demo"]
+    assert rules[2].split() == ["1", "method=*", "kb"]
+
+
+def test_routes_columns_are_aligned(config_file: Path) -> None:
+    lines = invoke("routes", "-c", str(config_file)).stdout.splitlines()[:4]
+    column = lines[0].index("UPSTREAM")
+    assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines)
+
+
+def test_routes_json(config_file: Path) -> None:
+    result = invoke("routes", "-c", str(config_file), "--json")
+    assert result.exit_code == 0
+    assert "s3cret" not in result.stdout
+    data = json.loads(result.stdout)
+    assert data["servers"][0] == {
+        "path": "/servers/demo/mcp",
+        "alias": "/mcp/demo",
+        "upstream": "demo",
+        "transport": "streamable-http",
+        "target": "http://127.0.0.1:9000/mcp",
+        "served": True,
+        "status": "served",
+    }
+    assert [s["served"] for s in data["servers"]] == [True, True, False]
+    assert data["unified"] == {
+        "path": "/mcp",
+        "served": False,
+        "rules": [
+            {"index": 0, "match": {"method": "tools/call", "tool": "math.*"}, "upstream": "demo"},
+            {"index": 1, "match": {"method": "*"}, "upstream": "kb"},
+        ],
+    }
+
+
+def test_routes_without_rules_has_no_rule_table(tmp_path: Path) -> None:
+    path = tmp_path / "one.yml"
+    path.write_text("upstreams:\n  demo:\n    url: http://127.0.0.1:9000/mcp\n")
+    result = invoke("routes", "-c", str(path))
+    assert result.exit_code == 0
+    assert "MATCH" not in result.stdout
+
+
+def test_routes_with_broken_config_fails(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yml"
+    path.write_text(BROKEN)
+    result = invoke("routes", "-c", str(path))
+    assert result.exit_code == 1
+    assert ISSUE_LINE.match(result.stderr.splitlines()[0])
+
+
+# -- list-servers ------------------------------------------------------------------------------
+
+
+def test_list_servers_table(config_file: Path) -> None:
+    result = invoke("list-servers", "-c", str(config_file))
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "s3cret" not in out
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "TRANSPORT", "TARGET", "AUTH", "PREFIX"]
+    assert lines[1].split() == ["demo", "streamable-http", "http://127.0.0.1:9000/mcp", "bearer", "demo"]
+    kb = lines[2].split()
+    assert kb[0] == "kb" and kb[-2:] == ["header:X-Api-Key", "-"]
+    assert kb[2] == "https://user:***@kb.example.com/mcp?api_token=***&tenant=acme"
+    assert lines[3].split()[:2] == ["files", "stdio"]
+    assert "--token=***" in lines[3]
+
+
+def test_list_servers_json(config_file: Path) -> None:
+    result = invoke("list-servers", "-c", str(config_file), "--json")
+    assert result.exit_code == 0
+    assert "s3cret" not in result.stdout
+    servers = json.loads(result.stdout)["servers"]
+    assert [s["auth"] for s in servers] == ["bearer", "header:X-Api-Key", "none"]
+    assert [s["prefix"] for s in servers] == ["demo", None, None]
+    assert all("probe" not in s for s in servers)
+
+
+def write_demo_config(tmp_path: Path, url: str, extra: str = "") -> Path:
+    path = tmp_path / "demo.yml"
+    path.write_text(f"upstreams:\n  demo:\n    url: {url}\n    auth: {{type: bearer, token: s3cret-tok}}\n{extra}")
+    return path
+
+
+def test_list_servers_probe(tmp_path: Path, mcp_upstream_url: str) -> None:
+    path = write_demo_config(tmp_path, mcp_upstream_url)
+    result = invoke("list-servers", "-c", str(path), "--probe")
+    assert result.exit_code == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "TRANSPORT",
+        "TARGET",
+        "AUTH",
+        "PREFIX",
+        "HEALTH",
+        "PROTOCOL",
+        "TOOLS",
+        "RESOURCES",
+        "PROMPTS",
+        "LATENCY",
+    ]
+    row = lines[1].split()
+    assert row[:9] == ["demo", "streamable-http", mcp_upstream_url, "bearer", "-", "healthy", "2026-07-28", "5", "1"]
+    assert row[9] == "1" and row[10].endswith("ms")
+    assert "s3cret" not in result.stdout
+
+
+def test_list_servers_probe_json_and_unhealthy_exit(tmp_path: Path, mcp_upstream_url: str) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/mcp"
+    path = write_demo_config(tmp_path, mcp_upstream_url, f"  down:\n    url: {closed}\n")
+    result = invoke("list-servers", "-c", str(path), "--probe", "--json", "--timeout", "3")
+    assert result.exit_code == 1
+    up, down = json.loads(result.stdout)["servers"]
+    assert up["probe"]["healthy"] is True and up["probe"]["era"] == "modern" and up["probe"]["tools"] == 5
+    assert down["probe"] == {
+        "name": "down",
+        "healthy": False,
+        "protocol_version": None,
+        "era": None,
+        "tools": None,
+        "resources": None,
+        "prompts": None,
+        "latency_ms": None,
+        "error": "connection refused",
+    }
+    table = invoke("list-servers", "-c", str(path), "--probe")
+    assert table.exit_code == 1
+    assert "unhealthy" in table.stdout
+    assert table.stdout.rstrip().endswith("down: connection refused")
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def readiness_server() -> Iterator[Callable[[int, Any], str]]:
+    """An aiohttp server in its own thread (the CLI runs its own event loop) answering /readyz."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runners: list[web.AppRunner] = []
+
+    def start(status: int, body: Any) -> str:
+        async def readyz(request: web.Request) -> web.Response:
+            return web.json_response(body, status=status)
+
+        async def serve() -> str:
+            app = web.Application()
+            app.router.add_get("/readyz", readyz)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            return f"http://127.0.0.1:{runner.addresses[0][1]}/readyz"
+
+        return asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+
+    yield start
+
+    async def stop() -> None:
+        for runner in runners:
+            await runner.cleanup()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_health_ok(readiness_server: Callable[[int, Any], str]) -> None:
+    url = readiness_server(200, {"status": "ready"})
+    result = invoke("health", "--url", url)
+    assert result.exit_code == 0
+    assert result.stdout == f"healthy: {url} (200)\n"
+
+
+def test_health_not_ready(readiness_server: Callable[[int, Any], str]) -> None:
+    body = {
+        "status": "not_ready",
+        "upstreams": {
+            "github": {"state": "unhealthy", "last_error": "connection refused"},
+            "kb": {"state": "healthy", "last_error": None},
+        },
+    }
+    url = readiness_server(503, body)
+    result = invoke("health", "--url", url)
+    assert result.exit_code == 1
+    assert result.stdout == f"unhealthy: {url} (503): not_ready: github unhealthy (connection refused)\n"
+
+
+def test_health_json(readiness_server: Callable[[int, Any], str]) -> None:
+    url = readiness_server(503, {"status": "shutting_down"})
+    result = invoke("health", "--url", url, "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "healthy": False,
+        "url": url,
+        "status": 503,
+        "error": None,
+        "body": {"status": "shutting_down"},
+    }
+    assert result.stderr.startswith("unhealthy: ")
+
+
+def test_health_unreachable() -> None:
+    url = f"http://127.0.0.1:{free_port()}/readyz"
+    result = invoke("health", "--url", url, "--timeout", "2")
+    assert result.exit_code == 1
+    assert result.stdout == f"unreachable: {url}: connection refused\n"
+
+
+def test_health_url_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    (tmp_path / "mcpgate.yml").write_text(
+        f"server: {{host: 0.0.0.0, port: {port}}}\nupstreams:\n  demo: {{url: http://127.0.0.1:9/mcp}}\n"
+    )
+    result = invoke("health")
+    assert result.stdout == f"unreachable: http://127.0.0.1:{port}/readyz: connection refused\n"
+    other = free_port()
+    result = invoke("health", env={"MCPGATE_PORT": str(other)})
+    assert f"http://127.0.0.1:{other}/readyz" in result.stdout
+
+
+def test_health_without_config_uses_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.default_health_url(None) == "http://127.0.0.1:8080/readyz"
+    monkeypatch.setenv("MCPGATE_HOST", "::")
+    monkeypatch.setenv("MCPGATE_PORT", "9001")
+    assert cli.default_health_url(None) == "http://127.0.0.1:9001/readyz"
+    monkeypatch.setenv("MCPGATE_HOST", "::1")
+    assert cli.default_health_url(None) == "http://[::1]:9001/readyz"
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured_run(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
+    """Replace the server with a recorder: start is tested up to the hand-over, no socket opened."""
+    import mcpgate.server
+
+    seen: list[Config] = []
+
+    def fake_run(config: Config) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(mcpgate.server, "run", fake_run)
+    return seen
+
+
+def test_start_uses_the_file(config_file: Path, captured_run: list[Config]) -> None:
+    result = invoke("start", "-c", str(config_file))
+    assert result.exit_code == 0, result.stderr
+    (config,) = captured_run
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8001)
+    assert [u.name for u in config.upstreams] == ["demo", "kb", "files"]
+
+
+def test_start_precedence_flag_over_env_over_file(config_file: Path, captured_run: list[Config]) -> None:
+    env = {"MCPGATE_PORT": "8002", "MCPGATE_HOST": "0.0.0.0", "MCPGATE_LOG_LEVEL": "debug"}
+    invoke("start", "-c", str(config_file), env=env)
+    invoke("start", "-c", str(config_file), "--port", "8003", "--log-level", "error", env=env)
+    from_env, from_flag = captured_run
+    assert (from_env.server.host, from_env.server.port) == ("0.0.0.0", 8002)
+    assert from_env.observability.logging.level == "debug"
+    assert (from_flag.server.host, from_flag.server.port) == ("0.0.0.0", 8003)
+    assert from_flag.observability.logging.level == "error"
+
+
+def test_start_default_when_neither_file_nor_flag(tmp_path: Path, captured_run: list[Config]) -> None:
+    path = tmp_path / "minimal.yml"
+    path.write_text("upstreams:\n  demo: {url: http://127.0.0.1:9000/mcp}\n")
+    assert invoke("start", "-c", str(path)).exit_code == 0
+    assert captured_run[0].server.port == 8080
+    assert captured_run[0].server.workers == 1
+
+
+def test_start_every_override(tmp_path: Path, captured_run: list[Config]) -> None:
+    path = tmp_path / "shared.yml"
+    path.write_text(CONFIG + "sessions: {backend: redis}\nrate_limit: {backend: redis}\n")
+    args = ["--host", "::1", "--port", "9100", "--workers", "2", "--shutdown-timeout", "3.5", "--log-format", "json"]
+    env = {"MCPGATE_WORKERS": "4", "MCPGATE_SHUTDOWN_TIMEOUT": "1", "MCPGATE_LOG_FORMAT": "text"}
+    invoke("start", "-c", str(path), *args, env=env)
+    invoke("start", "-c", str(path), env=env)
+    flags, envs = (c.server for c in captured_run)
+    assert (flags.host, flags.port, flags.workers, flags.shutdown_timeout) == ("::1", 9100, 2, 3.5)
+    assert (envs.workers, envs.shutdown_timeout) == (4, 1.0)
+    assert [c.observability.logging.format for c in captured_run] == ["json", "text"]
+
+
+def test_start_validates_overrides_like_the_file(config_file: Path, captured_run: list[Config]) -> None:
+    result = invoke("start", "-c", str(config_file), "--workers", "2")  # memory sessions: one process only
+    assert result.exit_code == 78
+    assert captured_run == []
+    assert ISSUE_LINE.match(result.stderr.splitlines()[0])
+    assert "server.workers" in result.stderr
+
+
+def test_start_returns_the_servers_exit_code(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcpgate.server
+
+    monkeypatch.setattr(mcpgate.server, "run", lambda config: 3)
+    assert invoke("start", "-c", str(config_file)).exit_code == 3
+
+
+def test_start_with_broken_config_exits_78(tmp_path: Path, captured_run: list[Config]) -> None:
+    path = tmp_path / "broken.yml"
+    path.write_text(BROKEN)
+    result = invoke("start", "-c", str(path))
+    assert result.exit_code == cli.EXIT_CONFIG == 78
+    assert captured_run == []
+    lines = result.stderr.strip().splitlines()
+    assert ISSUE_LINE.match(lines[0])
+    assert "not starting" in lines[-1]
+
+
+def test_start_without_any_config_exits_78(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert invoke("start").exit_code == 78
+
+
+def test_start_bind_failure_exits_69(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcpgate.server
+
+    def taken(config: Config) -> int:
+        raise OSError(errno.EADDRINUSE, "error while attempting to bind on address ('127.0.0.1', 8001)")
+
+    monkeypatch.setattr(mcpgate.server, "run", taken)
+    result = invoke("start", "-c", str(config_file))
+    assert result.exit_code == cli.EXIT_UNAVAILABLE == 69
+    assert result.stderr == "mcpgate: cannot listen on 127.0.0.1:8001: address already in use\n"
+
+
+def test_start_bad_flag_value_is_a_usage_error(config_file: Path, captured_run: list[Config]) -> None:
+    assert invoke("start", "-c", str(config_file), "--port", "70000").exit_code == 2
+    assert invoke("start", "-c", str(config_file), env={"MCPGATE_PORT": "http"}).exit_code == 2
+    assert captured_run == []
