@@ -19,13 +19,15 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
 
 from mcpgate import __version__
-from mcpgate.config.model import UpstreamConfig
 from mcpgate.sse import SSEError, SSEParser
+
+if TYPE_CHECKING:  # only for annotations: `health` imports this module and must start fast
+    from mcpgate.config.model import UpstreamConfig
 
 __all__ = ["LEGACY_VERSION", "MODERN_VERSION", "ProbeResult", "probe_upstream"]
 
