@@ -100,14 +100,14 @@ class UpstreamConfig:
     transport: Transport
     url: str | None = None  # streamable-http and sse
     command: tuple[str, ...] = ()  # stdio
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     cwd: str | None = None
     per_session: bool = False
     timeout: float = 30.0
     connect_timeout: float = 10.0
     prefix: str | None = None
     auth: UpstreamAuth | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     tools: ToolFilter = ToolFilter()
     heartbeat: Heartbeat = Heartbeat()
 
@@ -119,7 +119,7 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
-    method: Glob = Glob.compile("*")
+    method: Glob = Glob.compile("*")  # noqa: RUF009 - a Glob is frozen, so one shared default is safe
     tool: Glob | None = None
     resource: Glob | None = None
     prompt: Glob | None = None
