@@ -7,6 +7,7 @@ from mcpgate.config.load import (
     find_config_file,
     load_config,
     load_schema,
+    summarize,
 )
 from mcpgate.config.model import Config, UpstreamConfig
 
@@ -19,4 +20,5 @@ __all__ = [
     "find_config_file",
     "load_config",
     "load_schema",
+    "summarize",
 ]
