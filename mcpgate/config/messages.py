@@ -88,6 +88,7 @@ def explain_all(errors: Iterable[ValidationError], reveal: Reveal) -> list[Findi
 
 
 def explain(error: ValidationError, reveal: Reveal) -> Iterator[Finding]:
+    """Findings for one error; one error may name several keys (unknown or missing ones)."""
     path: KeyPath = tuple(error.absolute_path)
     validator = str(error.validator)
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -103,7 +104,7 @@ def explain(error: ValidationError, reveal: Reveal) -> Iterator[Finding]:
                 yield Finding(path, f"missing required key {key!r}", "key")
     elif validator in ("oneOf", "anyOf"):
         yield from _alternatives(error, reveal)
-    elif validator in ("not", "False", "None"):
+    elif validator in ("not", "None"):  # None: a ``false`` subschema
         yield Finding(path, schema.get("errorMessage", "is not allowed here"), "key")
     else:
         yield Finding(path, _sentence(validator, error.validator_value, error.instance, schema, reveal(path)))
