@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     # The verbs that load a config import it where they need it.
     from mcpgate.config import Config, ConfigError, ConfigIssue, UpstreamConfig
     from mcpgate.config.model import RoutingRule
+    from mcpgate.upstream.probe import ProbeResult
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1  # invalid config (validate, routes, list-servers), unhealthy (health, --probe)
@@ -461,7 +462,8 @@ def server_info(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
     }
 
 
-async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list[Any]:
+async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list[ProbeResult]:
+    """Every upstream at once over one connection pool: the slowest bounds the wait, not the sum."""
     import aiohttp
 
     from mcpgate.upstream.probe import probe_upstream

@@ -214,6 +214,17 @@ def test_validate_json(tmp_path: Path, config_file: Path) -> None:
         assert isinstance(error["line"], int) and isinstance(error["col"], int)
 
 
+def test_validate_builds_what_start_would(tmp_path: Path) -> None:
+    """Valid YAML that this build cannot run fails validate too, not only start."""
+    path = tmp_path / "redis.yml"
+    path.write_text("upstreams:\n  demo: {url: http://127.0.0.1:9000/mcp}\nsessions: {backend: redis}\n")
+    result = invoke("validate", "-c", str(path))
+    assert result.exit_code == 1
+    first, last = result.stderr.strip().splitlines()
+    assert first.startswith(f"{path}:0:0: sessions.backend: ")
+    assert last == "1 error(s)"
+
+
 def test_validate_missing_file(tmp_path: Path) -> None:
     result = invoke("validate", "-c", str(tmp_path / "absent.yml"))
     assert result.exit_code == 1
@@ -473,6 +484,19 @@ def test_health_url_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     other = free_port()
     result = invoke("health", env={"MCPGATE_PORT": str(other)})
     assert f"http://127.0.0.1:{other}/readyz" in result.stdout
+
+
+def test_health_with_invalid_config_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mcpgate.yml").write_text(BROKEN)
+    result = invoke("health")
+    assert result.exit_code == 1
+    assert ISSUE_LINE.match(result.stderr.splitlines()[0])
+    assert "pass --url" in result.stderr.splitlines()[-1]
+
+
+def test_health_with_missing_named_config_fails(tmp_path: Path) -> None:
+    assert invoke("health", "-c", str(tmp_path / "absent.yml")).exit_code == 1
 
 
 def test_health_without_config_uses_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
