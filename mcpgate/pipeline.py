@@ -16,6 +16,7 @@ Only the last stage, ``forward``, produces the response. The order is the point:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -88,6 +89,7 @@ Stage = Callable[[RequestContext], Awaitable[None]]
 # -- 1. transport checks ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     """Without a configured list, only loopback origins pass: the DNS-rebinding defence."""
     if allowed:
@@ -98,7 +100,9 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     return scheme in ("http", "https") and host in LOOPBACK_HOSTS
 
 
+@functools.lru_cache(maxsize=256)
 def _accepts(accept: str, *media_types: str) -> bool:
+    """Clients send the same few Accept values over and over: parse each once."""
     parts = {p.split(";", 1)[0].strip().lower() for p in accept.split(",")}
     if "*/*" in parts:
         return True
