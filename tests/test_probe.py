@@ -40,6 +40,20 @@ async def test_modern_server_detected_with_counts(mcp_upstream_url: str) -> None
     assert result.latency_ms is not None and result.latency_ms > 0
 
 
+async def test_legacy_handshake_against_the_sdk_server(mcp_upstream_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo server speaks both eras: pretend discovery failed to drive the legacy path for real."""
+    from mcpgate.upstream import probe
+
+    async def not_modern(self: Any) -> tuple[str, None]:
+        return "HTTP 400 Bad Request", None
+
+    monkeypatch.setattr(probe._Rpc, "discover", not_modern)
+    result = await probe_upstream(http_upstream(mcp_upstream_url))
+    assert result.healthy, result.error
+    assert (result.era, result.protocol_version) == ("legacy", "2025-11-25")
+    assert (result.tools, result.resources, result.prompts) == (5, 1, 1)
+
+
 async def test_shared_session_is_left_open(mcp_upstream_url: str) -> None:
     async with aiohttp.ClientSession() as session:
         first = await probe_upstream(http_upstream(mcp_upstream_url), session=session)
