@@ -321,3 +321,20 @@ async def test_legacy_version_without_header_is_assumed(mcp_upstream_url: str) -
         async with http.post(url, json=batch, headers={**headers, "MCP-Protocol-Version": "2025-03-26"}) as resp:
             assert resp.status != 400 or "batch_not_supported" not in await resp.text()
         assert LEGACY != "2025-03-26"
+
+
+async def test_credentials_in_the_upstream_url_become_basic_auth() -> None:
+    seen: list[str | None] = []
+
+    async def recorder(request: web.Request) -> web.Response:
+        if request.headers.get("Mcp-Method") != "server/discover":
+            seen.append(request.headers.get("Authorization"))
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}})
+
+    async with raw_upstream(recorder) as (url, _):
+        with_user = url.replace("http://", "http://svc:s3cret@")
+        async with running_gateway(make_config({"u": with_user})) as gw, aiohttp.ClientSession() as http:
+            headers = {**modern_headers("tools/list"), "Authorization": "Bearer client-secret"}
+            async with http.post(gw.endpoint("u"), json=modern_call("tools/list"), headers=headers) as resp:
+                assert resp.status == 200
+    assert seen == ["Basic c3ZjOnMzY3JldA=="]  # base64("svc:s3cret")

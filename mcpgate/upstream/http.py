@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from mcpgate import __version__, jsonrpc
 from mcpgate.config.model import UpstreamConfig
@@ -69,7 +70,10 @@ class HttpUpstream:
             raise ValueError(f"upstream {config.name!r} has no url")
         self.config = config
         self.name = config.name
-        self.url = config.url
+        url = URL(config.url)
+        # Credentials in the URL become a Basic header (unless `auth` says otherwise): aiohttp
+        # refuses a URL with userinfo next to an Authorization header, and URLs end up in logs.
+        self.url = url.with_user(None) if url.user is not None else url
         self.state = UpstreamState()
         self._session: aiohttp.ClientSession | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -78,6 +82,8 @@ class HttpUpstream:
             base[key] = value
         if config.auth is not None:
             base[config.auth.header] = config.auth.value
+        elif url.user is not None:
+            base["Authorization"] = aiohttp.encode_basic_auth(url.user, url.password or "")
         self._base_headers = base
         # POST: the whole answer (headers, and then each SSE gap) must come within `timeout`.
         self.call_timeout = aiohttp.ClientTimeout(
