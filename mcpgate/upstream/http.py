@@ -231,8 +231,12 @@ class HttpUpstream:
 def describe_network_error(exc: BaseException) -> str:
     """A short, secret-free description: never the URL's userinfo or the request headers."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return f"cannot connect to {exc.host}:{exc.port}: {reason.lower()}"
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionRefusedError):
+            reason = "connection refused"
+        else:
+            reason = (os_error.strerror or type(os_error).__name__).lower()
+        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
     return type(exc).__name__
