@@ -210,6 +210,7 @@ async def test_gateway_credentials_never_forwarded_and_upstream_auth_injected() 
                 "Mcp-Param-Region": "eu",
                 "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                 "X-Random": "nope",
+                "Last-Event-ID": "evt-41",
                 "Mcp-Session-Id": "client-chosen",
             }
             async with http.post(gw.endpoint("rec"), json=modern_call("tools/list"), headers=headers) as resp:
@@ -221,6 +222,7 @@ async def test_gateway_credentials_never_forwarded_and_upstream_auth_injected() 
     assert got["mcp-method"] == "tools/list"
     assert got["mcp-protocol-version"] == "2026-07-28"
     assert got["traceparent"].startswith("00-0af7")
+    assert got["last-event-id"] == "evt-41"
     for leaked in ("x-api-key", "cookie", "x-random", "mcp-session-id"):
         assert leaked not in got
     assert "client-secret" not in json.dumps(seen)
