@@ -85,11 +85,7 @@ def client_headers(ctx: RequestContext, resp: aiohttp.ClientResponse) -> dict[st
 
 
 def bad_status(upstream: HttpUpstream, resp: aiohttp.ClientResponse, why: str) -> GatewayError:
-    return GatewayError(
-        "upstream_bad_response",
-        f"Upstream {upstream.name!r} {why}",
-        data={"upstream": upstream.name, "status": resp.status, "content_type": resp.content_type},
-    )
+    return upstream.error("upstream_bad_response", why, status=resp.status, content_type=resp.content_type)
 
 
 async def relay(
@@ -121,24 +117,19 @@ async def relay(
 
 async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read a whole (small) answer; a slow or broken body is the upstream's fault, said once here."""
+    too_large = upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
+    if resp.content_length is not None and resp.content_length > limit:
+        raise too_large
+    body = bytearray()
     try:
-        if resp.content_length is not None and resp.content_length > limit:
-            raise GatewayError("upstream_bad_response", f"Upstream {upstream.name!r} answer is too large")
-        body = bytearray()
         while chunk := await resp.content.readany():
             body += chunk
             if len(body) > limit:
-                raise GatewayError("upstream_bad_response", f"Upstream {upstream.name!r} answer is too large")
+                raise too_large
     except aiohttp.ServerTimeoutError:
-        raise GatewayError(
-            "upstream_timeout", f"Upstream {upstream.name!r} stopped sending", data={"upstream": upstream.name}
-        ) from None
+        raise upstream.error("upstream_timeout", "stopped sending") from None
     except aiohttp.ClientError as exc:
-        raise GatewayError(
-            "upstream_bad_response",
-            f"Upstream {upstream.name!r} broke off its answer: {type(exc).__name__}",
-            data={"upstream": upstream.name},
-        ) from None
+        raise upstream.error("upstream_bad_response", f"broke off its answer: {type(exc).__name__}") from None
     return bytes(body)
 
 
@@ -189,13 +180,11 @@ async def pump(
         try:
             chunk = await resp.content.readany()
         except aiohttp.ServerTimeoutError:
-            failure = GatewayError("upstream_timeout", f"Upstream {upstream.name!r} stopped sending")
+            failure = upstream.error("upstream_timeout", "stopped sending")
             break
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
             if not ctx.gateway.closing.is_set():
-                failure = GatewayError(
-                    "upstream_bad_response", f"Upstream {upstream.name!r} broke off: {type(exc).__name__}"
-                )
+                failure = upstream.error("upstream_bad_response", f"broke off: {type(exc).__name__}")
             break
         if not chunk:
             break

@@ -140,23 +140,15 @@ class HttpUpstream:
                 allow_redirects=False,
             )
         except aiohttp.ServerTimeoutError:
-            raise GatewayError(
-                "upstream_timeout",
-                f"Upstream {self.name!r} did not answer within {self.config.timeout:g}s",
-                data={"upstream": self.name},
-            ) from None
+            raise self.error("upstream_timeout", f"did not answer within {self.config.timeout:g}s") from None
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            raise GatewayError(
-                "upstream_unreachable",
-                f"Upstream {self.name!r} is unreachable: {describe_network_error(exc)}",
-                data={"upstream": self.name},
-            ) from None
+            raise self.error("upstream_unreachable", f"is unreachable: {describe_network_error(exc)}") from None
         except aiohttp.ClientError as exc:
-            raise GatewayError(
-                "upstream_bad_response",
-                f"Upstream {self.name!r} sent an invalid response: {type(exc).__name__}",
-                data={"upstream": self.name},
-            ) from None
+            raise self.error("upstream_bad_response", f"sent an invalid response: {type(exc).__name__}") from None
+
+    def error(self, reason: str, what: str, **data: Any) -> GatewayError:
+        """A failure of this upstream, worded and tagged the same way everywhere."""
+        return GatewayError(reason, f"Upstream {self.name!r} {what}", data={"upstream": self.name, **data})
 
     # -- health -------------------------------------------------------------------------------
 
