@@ -133,11 +133,27 @@ class Server:
             loop.add_signal_handler(sig, self.handle_signal, sig)
 
     def _warn_about_exposure(self) -> None:
-        if self.config.auth is None:
+        config = self.config
+        where = f"{config.server.host}:{config.server.port}"
+        if config.auth is None:
+            log.warning("no authentication configured: anyone who can reach %s can use every upstream", where)
+        # Sections this version validates but does not enforce yet: say so loudly, never imply safety.
+        pending = [
+            name
+            for name, present in (
+                ("auth", config.auth is not None),
+                ("policy", bool(config.policy.rules)),
+                ("rate_limit", config.rate_limit is not None),
+                ("routing", bool(config.routing)),
+            )
+            if present
+        ]
+        if pending:
             log.warning(
-                "no authentication configured: anyone who can reach %s:%s can use every upstream",
-                self.config.server.host,
-                self.config.server.port,
+                "configured but not enforced by mcpgate %s yet: %s; anyone who can reach %s can use every upstream",
+                __version__,
+                ", ".join(pending),
+                where,
             )
 
 
