@@ -106,8 +106,10 @@ async def relay(
     elif content_type != "application/json":
         raise bad_status(upstream, resp, f"answered HTTP {status} with Content-Type {content_type[:64]!r}")
     elif rewrite is not None and status == 200:
-        body = await read_upstream(upstream, resp, MAX_REWRITE_BODY)
-        ctx.response = web.Response(status=status, body=rewrite_json(body, rewrite), headers=client_headers(ctx, resp))
+        rewritten = rewrite_json(await read_upstream(upstream, resp, MAX_REWRITE_BODY), rewrite)
+        if rewritten is None:
+            raise bad_status(upstream, resp, "answered with invalid JSON")
+        ctx.response = web.Response(status=status, body=rewritten, headers=client_headers(ctx, resp))
     elif resp.content_length is not None and resp.content_length <= SMALL_BODY:
         body = await read_upstream(upstream, resp, SMALL_BODY)
         ctx.response = web.Response(status=status, body=body, headers=client_headers(ctx, resp))
@@ -136,7 +138,7 @@ async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, li
 async def copy_stream(ctx: RequestContext, resp: aiohttp.ClientResponse, status: int) -> None:
     """A large JSON answer, copied through as it arrives."""
     out = web.StreamResponse(status=status, headers=client_headers(ctx, resp))
-    if resp.content_length is not None:
+    if resp.content_length is not None and "Content-Encoding" not in resp.headers:  # not if decompressed
         out.content_length = resp.content_length
     await out.prepare(ctx.request)
     ctx.response = out
@@ -237,11 +239,12 @@ def list_filter(ctx: RequestContext) -> Rewrite | None:
     return rewrite
 
 
-def rewrite_json(body: bytes, rewrite: Rewrite) -> bytes:
+def rewrite_json(body: bytes, rewrite: Rewrite) -> bytes | None:
+    """The rewritten body; ``None`` when it is not JSON (never pass unfiltered what must be filtered)."""
     try:
         message = json.loads(body)
     except ValueError:
-        return body
+        return None
     changed = rewrite(message) if isinstance(message, dict) else None
     return body if changed is None else jsonrpc.dumps(changed)
 

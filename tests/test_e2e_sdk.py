@@ -27,7 +27,7 @@ from tests.gateway_harness import (
 
 pytestmark = pytest.mark.e2e
 
-MODES = ["legacy", "2026-07-28"]
+MODES = ["legacy", "2026-07-28", "auto"]
 
 
 @asynccontextmanager

@@ -340,3 +340,28 @@ async def test_credentials_in_the_upstream_url_become_basic_auth() -> None:
             async with http.post(gw.endpoint("u"), json=modern_call("tools/list"), headers=headers) as resp:
                 assert resp.status == 200
     assert seen == ["Basic c3ZjOnMzY3JldA=="]  # base64("svc:s3cret")
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+async def test_upstream_compressing_anyway_is_decoded(filtered: bool) -> None:
+    """The gateway asks for identity; an upstream that gzips regardless is still relayed and filtered right."""
+    from aiohttp.web import ContentCoding
+
+    from mcpgate.config.model import Glob, ToolFilter
+
+    async def gzipping(request: web.Request) -> web.Response:
+        tools = [{"name": "keep", "inputSchema": {"type": "object"}}, {"name": "drop", "inputSchema": {}}]
+        resp = web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})
+        resp.enable_compression(force=ContentCoding.gzip)
+        return resp
+
+    async with raw_upstream(gzipping) as (url, _):
+        tools = ToolFilter(deny=(Glob.compile("drop"),)) if filtered else ToolFilter()
+        upstream = UpstreamConfig(name="z", transport="streamable-http", url=url, tools=tools)
+        async with running_gateway(make_config({"z": upstream})) as gw, aiohttp.ClientSession() as http:
+            async with http.post(
+                gw.endpoint("z"), json=modern_call("tools/list"), headers=modern_headers("tools/list")
+            ) as r:
+                assert r.status == 200
+                names = [t["name"] for t in (await r.json())["result"]["tools"]]
+    assert names == (["keep"] if filtered else ["keep", "drop"])
