@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -34,6 +35,7 @@ class Gateway:
     # Open upstream responses of long-lived streams (GET), closed at shutdown so they end at once.
     streams: set[aiohttp.ClientResponse] = field(default_factory=set)
     _sweeper: asyncio.Task[None] | None = None
+    _session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
@@ -78,6 +80,17 @@ class Gateway:
         if ready_when == "all":
             return all(states.values())
         return all(states.get(name, False) for name in ready_when)
+
+    @contextlib.asynccontextmanager
+    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Serialise rare per-session work (re-opening upstream sessions) within this process."""
+        lock = self._session_locks.setdefault(session_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked():
+                self._session_locks.pop(session_id, None)
 
     async def end_upstream_sessions(self, session: Session) -> None:
         """Best effort: tell each upstream its session is over (DELETE), ignoring failures."""

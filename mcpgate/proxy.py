@@ -46,12 +46,13 @@ async def forward(ctx: RequestContext) -> None:
         await end_session(ctx, ctx.session)
         return
     stream = ctx.request.method == "GET"
+    sent_sid = ctx.session.upstream_sessions.get(ctx.upstream.name) if ctx.session else None
     resp = await send(ctx, ctx.upstream)
     if resp.status == 404 and lost_upstream_session(ctx):
         # The upstream forgot its session (restart, expiry): open a new one, retry once.
         resp.release()
         assert ctx.session is not None
-        await reopen_upstream_session(ctx, ctx.session, ctx.upstream)
+        await reopen_upstream_session(ctx, ctx.session, ctx.upstream, stale=sent_sid)
         resp = await send(ctx, ctx.upstream)
     try:
         if ctx.is_initialize and resp.status == 200:
@@ -329,8 +330,21 @@ async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -
     ctx.response = web.Response(status=200, body=body, headers=headers)
 
 
-async def reopen_upstream_session(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
-    """Replay the client's ``initialize`` to an upstream that lost our session, transparently."""
+async def reopen_upstream_session(
+    ctx: RequestContext, session: Session, upstream: HttpUpstream, *, stale: str | None
+) -> None:
+    """Replay the client's ``initialize`` to an upstream that lost our session, transparently.
+
+    Concurrent calls of one session all see the 404: the first re-opens, the others find the
+    session id already changed from the ``stale`` one they sent, and just retry with the new one.
+    """
+    async with ctx.gateway.session_lock(session.id):
+        if session.upstream_sessions.get(upstream.name) != stale:
+            return
+        await _reinitialize(ctx, session, upstream)
+
+
+async def _reinitialize(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
     request_id = f"mcpgate-reinit-{new_session_id()[:8]}"
     body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": session.init_params})
     headers = upstream.headers_for({"Content-Type": "application/json"}, accept=POST_ACCEPT, session_id=None)

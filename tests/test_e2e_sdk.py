@@ -235,3 +235,29 @@ async def test_many_concurrent_calls(mcp_upstream_url: str) -> None:
         async with client(gw.endpoint("demo"), "2026-07-28") as c:
             results = await asyncio.gather(*(c.call_tool("add", {"a": i, "b": i}) for i in range(20)))
     assert [r.structured_content for r in results] == [{"result": 2 * i} for i in range(20)]
+
+
+async def test_concurrent_calls_reopen_a_lost_upstream_session_once(
+    mcp_upstream_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="mcpgate.proxy")
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        sid = await initialize(http, url)
+        session = await gw.gateway.sessions.get(sid)
+        assert session is not None
+        old = session.upstream_sessions["demo"]
+        async with http.delete(mcp_upstream_url, headers={"Mcp-Session-Id": old or ""}) as resp:
+            assert resp.status == 200
+
+        async def call(i: int) -> str:
+            body = rpc("tools/call", {"name": "add", "arguments": {"a": i, "b": 0}}, id=100 + i)
+            async with http.post(url, json=body, headers=session_headers(sid)) as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+        answers = await asyncio.gather(*(call(i) for i in range(5)))
+    assert all(f'"id":{100 + i}' in a for i, a in enumerate(answers))
+    reopened = [r for r in caplog.records if r.getMessage().startswith("re-opened the session")]
+    assert len(reopened) == 1
+    assert not gw.gateway._session_locks

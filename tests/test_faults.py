@@ -365,3 +365,20 @@ async def test_upstream_compressing_anyway_is_decoded(filtered: bool) -> None:
                 assert r.status == 200
                 names = [t["name"] for t in (await r.json())["result"]["tools"]]
     assert names == (["keep"] if filtered else ["keep", "drop"])
+
+
+async def test_stream_whose_headers_never_come_times_out() -> None:
+    release = asyncio.Event()
+
+    async def stalling(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            await release.wait()
+        return web.json_response({"jsonrpc": "2.0", "id": "x", "result": {}})
+
+    async with raw_upstream(stalling) as (url, _):
+        slow = UpstreamConfig(name="s", transport="streamable-http", url=url, timeout=0.3)
+        async with running_gateway(make_config({"s": slow})) as gw, aiohttp.ClientSession() as http:
+            headers = {"Accept": "text/event-stream", "MCP-Protocol-Version": "2026-07-28"}
+            async with http.get(gw.endpoint("s"), headers=headers) as resp:
+                await expect_error(resp, 504, "upstream_timeout")
+            release.set()

@@ -129,15 +129,16 @@ class HttpUpstream:
     ) -> aiohttp.ClientResponse:
         """Send one request; network failures become gateway errors (502/504) here, once."""
         try:
-            return await self.session.request(
-                method,
-                self.url,
-                data=body,
-                headers=headers,
-                timeout=self.stream_timeout if stream else self.call_timeout,
-                allow_redirects=False,
-            )
-        except aiohttp.ServerTimeoutError:
+            if not stream:
+                return await self.session.request(
+                    method, self.url, data=body, headers=headers, timeout=self.call_timeout, allow_redirects=False
+                )
+            # A stream may idle forever once open, but its headers must come as promptly as any answer.
+            async with asyncio.timeout(self.config.timeout):
+                return await self.session.request(
+                    method, self.url, data=body, headers=headers, timeout=self.stream_timeout, allow_redirects=False
+                )
+        except (aiohttp.ServerTimeoutError, TimeoutError):
             raise self.error("upstream_timeout", f"did not answer within {self.config.timeout:g}s") from None
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise self.error("upstream_unreachable", f"is unreachable: {describe_network_error(exc)}") from None
