@@ -41,7 +41,7 @@ stub = load("stub_upstream")
 bench = load("run")
 
 
-def call(method: str, params: dict[str, Any] | None = None, id: int | None = 1) -> dict[str, Any]:
+def call(method: str, params: dict[str, Any] | None = None, id: int | str | None = 1) -> dict[str, Any]:
     message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
     if id is not None:
         message["id"] = id
