@@ -16,6 +16,7 @@ Only the last stage, ``forward``, produces the response. The order is the point:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -137,8 +138,14 @@ async def check_transport(ctx: RequestContext) -> None:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes, counting as they arrive: Content-Length may be absent or lie."""
     too_large = GatewayError("body_too_large", f"Request body exceeds {limit} bytes", data={"limit": limit})
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise too_large
+        try:
+            return await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise GatewayError("invalid_request", "Request body is shorter than its Content-Length") from None
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.readany():

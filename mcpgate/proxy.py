@@ -121,17 +121,20 @@ async def relay(
 async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read a whole (small) answer; a slow or broken body is the upstream's fault, said once here."""
     too_large = upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
-    if resp.content_length is not None and resp.content_length > limit:
+    length = resp.content_length
+    if length is not None and length > limit:
         raise too_large
     body = bytearray()
     try:
+        if length is not None and "Content-Encoding" not in resp.headers:
+            return await resp.content.readexactly(length)
         while chunk := await resp.content.readany():
             body += chunk
             if len(body) > limit:
                 raise too_large
     except aiohttp.ServerTimeoutError:
         raise upstream.error("upstream_timeout", "stopped sending") from None
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
         raise upstream.error("upstream_bad_response", f"broke off its answer: {type(exc).__name__}") from None
     return bytes(body)
 

@@ -382,3 +382,24 @@ async def test_stream_whose_headers_never_come_times_out() -> None:
             async with http.get(gw.endpoint("s"), headers=headers) as resp:
                 await expect_error(resp, 504, "upstream_timeout")
             release.set()
+
+
+async def test_client_vanishing_mid_body_is_no_internal_error(
+    mcp_upstream_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /servers/demo/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{"jsonrpc":'
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        async with aiohttp.ClientSession() as http:  # the gateway carries on serving
+            async with http.post(
+                gw.endpoint("demo"), json=modern_call("tools/list"), headers=modern_headers("tools/list")
+            ) as r:
+                assert r.status == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
