@@ -137,11 +137,10 @@ async def check_transport(ctx: RequestContext) -> None:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes, counting as they arrive: Content-Length may be absent or lie."""
-    too_large = GatewayError("body_too_large", f"Request body exceeds {limit} bytes", data={"limit": limit})
     length = request.content_length
     if length is not None:
         if length > limit:
-            raise too_large
+            raise body_too_large(limit)
         try:
             return await request.content.readexactly(length) if length else b""
         except asyncio.IncompleteReadError:
@@ -151,9 +150,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     while chunk := await request.content.readany():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise body_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def body_too_large(limit: int) -> GatewayError:
+    return GatewayError("body_too_large", f"Request body exceeds {limit} bytes", data={"limit": limit})
 
 
 # -- 2. parse --------------------------------------------------------------------------------

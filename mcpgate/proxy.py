@@ -48,10 +48,9 @@ async def forward(ctx: RequestContext) -> None:
     stream = ctx.request.method == "GET"
     sent_sid = ctx.session.upstream_sessions.get(ctx.upstream.name) if ctx.session else None
     resp = await send(ctx, ctx.upstream)
-    if resp.status == 404 and lost_upstream_session(ctx):
+    if resp.status == 404 and sent_sid is not None and ctx.session is not None and not ctx.is_initialize:
         # The upstream forgot its session (restart, expiry): open a new one, retry once.
         resp.release()
-        assert ctx.session is not None
         await reopen_upstream_session(ctx, ctx.session, ctx.upstream, stale=sent_sid)
         resp = await send(ctx, ctx.upstream)
     try:
@@ -61,13 +60,6 @@ async def forward(ctx: RequestContext) -> None:
             await relay(ctx, resp, rewrite=list_filter(ctx), long_lived=stream)
     finally:
         resp.release()
-
-
-def lost_upstream_session(ctx: RequestContext) -> bool:
-    session, upstream = ctx.session, ctx.upstream
-    if session is None or upstream is None or ctx.is_initialize:
-        return False
-    return session.upstream_sessions.get(upstream.name) is not None
 
 
 async def send(ctx: RequestContext, upstream: HttpUpstream) -> aiohttp.ClientResponse:
