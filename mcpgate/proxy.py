@@ -19,7 +19,7 @@ from aiohttp import web
 from mcpgate import jsonrpc
 from mcpgate.errors import GatewayError
 from mcpgate.sessions import Session, new_session_id
-from mcpgate.sse import SSEEvent, SSEParser, encode_event
+from mcpgate.sse import SSEError, SSEEvent, SSEParser, encode_event
 from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
 
 if TYPE_CHECKING:
@@ -112,10 +112,9 @@ async def relay(
 
 async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read a whole (small) answer; a slow or broken body is the upstream's fault, said once here."""
-    too_large = upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
     length = resp.content_length
     if length is not None and length > limit:
-        raise too_large
+        raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
     body = bytearray()
     try:
         if length is not None and "Content-Encoding" not in resp.headers:
@@ -123,7 +122,7 @@ async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, li
         while chunk := await resp.content.readany():
             body += chunk
             if len(body) > limit:
-                raise too_large
+                raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
     except aiohttp.ServerTimeoutError:
         raise upstream.error("upstream_timeout", "stopped sending") from None
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
@@ -138,7 +137,8 @@ async def copy_stream(ctx: RequestContext, resp: aiohttp.ClientResponse, status:
         out.content_length = resp.content_length
     await out.prepare(ctx.request)
     ctx.response = out
-    await pump(ctx, resp, out, transform=None)
+    ctx.error = await pump(ctx, resp, out, transform=None)
+    await write_quietly(out, None)
 
 
 async def relay_stream(
@@ -159,8 +159,8 @@ async def relay_stream(
         # The client is waiting for an answer that will never come: say why, in-stream.
         event = encode_event(jsonrpc.dumps(failure.to_jsonrpc(ctx.request_id)).decode(), event="message")
         await write_quietly(out, event)
-    if failure is not None:
-        ctx.error = failure
+    ctx.error = failure
+    await write_quietly(out, None)
 
 
 async def pump(
@@ -187,7 +187,11 @@ async def pump(
         if not chunk:
             break
         if transform is not None:
-            chunk = transform(chunk)
+            try:
+                chunk = transform(chunk)
+            except SSEError as exc:
+                failure = upstream.error("upstream_bad_response", f"sent an unusable event stream: {exc}")
+                break
             if not chunk:
                 continue
         try:
@@ -197,7 +201,6 @@ async def pump(
             return None
     if failure is not None:
         log.warning("stream from upstream %s ended early: %s", upstream.name, failure.message)
-    await write_quietly(out, None)
     return failure
 
 

@@ -403,3 +403,30 @@ async def test_client_vanishing_mid_body_is_no_internal_error(
             ) as r:
                 assert r.status == 200
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_stream_that_stalls_ends_with_an_error_event_for_the_request() -> None:
+    release = asyncio.Event()
+
+    async def stalling_stream(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Mcp-Method") == "server/discover":
+            return web.json_response({"jsonrpc": "2.0", "id": "x", "result": {}})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/progress"}\r\n\r\n')
+        await release.wait()
+        return resp
+
+    async with raw_upstream(stalling_stream) as (url, _):
+        slow = UpstreamConfig(name="s", transport="streamable-http", url=url, timeout=0.3)
+        async with running_gateway(make_config({"s": slow})) as gw, aiohttp.ClientSession() as http:
+            body = modern_call("tools/call", {"name": "x", "arguments": {}}, id=12)
+            async with http.post(gw.endpoint("s"), json=body, headers=modern_headers("tools/call", "x")) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            release.set()
+    events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+    assert events[0]["method"] == "notifications/progress"
+    assert events[-1]["id"] == 12
+    assert events[-1]["error"]["data"]["reason"] == "upstream_timeout"
+    assert events[-1]["error"]["data"]["upstream"] == "s"
