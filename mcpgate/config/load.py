@@ -4,7 +4,8 @@ The order is fixed: parse YAML keeping positions → expand ``${VAR}`` in string
 overrides → validate against ``schema.json`` → cross-reference checks → build the model. Every
 stage reports into one list of findings, so ``mcpgate validate`` can show all problems at once,
 each as ``FILE:LINE:COL: dotted.path: message`` like a compiler. Nothing here starts anything or
-touches the network; the only I/O is reading the file.
+touches the network; the only I/O is reading the file. Building the model from the validated
+plain data is the pure last step, in ``build.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,32 +30,9 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import PlainScalarString, ScalarString
 
+from mcpgate.config.build import build_config
 from mcpgate.config.messages import Finding, KeyPath, cross_references, dotted, explain_all
-from mcpgate.config.model import (
-    ApiKey,
-    AuditConfig,
-    AuthConfig,
-    Bucket,
-    Config,
-    Glob,
-    Heartbeat,
-    JwtConfig,
-    LoggingConfig,
-    MetricsConfig,
-    ObservabilityConfig,
-    PolicyConfig,
-    PolicyRule,
-    RateLimitConfig,
-    RateLimitRule,
-    RoleMapping,
-    RouteMatch,
-    RoutingRule,
-    ServerConfig,
-    SessionsConfig,
-    ToolFilter,
-    UpstreamAuth,
-    UpstreamConfig,
-)
+from mcpgate.config.model import Config
 
 OVERRIDE_SOURCE = "<override>"
 # Keys whose values are credentials (or may embed one): never quoted in messages.
@@ -306,7 +284,7 @@ class _Document:
         self.issues.extend(map(self._issue, findings))
         if self.issues:
             raise ConfigError(sorted(self.issues, key=lambda i: (i.file == OVERRIDE_SOURCE, i.line, i.col)))
-        return _build(self.data, self.source)
+        return build_config(self.data, self.source)
 
     def _schema_errors(self) -> list[ValidationError]:
         """Schema errors, after trying the other reading of each rejected ``${VAR}`` value once."""
@@ -392,126 +370,6 @@ def _jsonable(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-# Building the model. By now the schema has vouched for every shape, so this only converts:
-# durations to seconds, lists to tuples, globs compiled. Absent keys keep the dataclass defaults.
-
-Converters = Mapping[str, Callable[[Any], Any]]
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _fields(spec: Mapping[str, Any], convert: Converters, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Keyword arguments for a model class: the keys present in ``spec``, each converted if need be."""
-    return {key: convert[key](value) if key in convert else value for key, value in spec.items() if key not in skip}
-
-
-def _seconds(value: float | str) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(value))
-
-
-def _globs(patterns: list[str]) -> tuple[Glob, ...]:
-    return tuple(Glob.compile(pattern) for pattern in patterns)
-
-
-def _pairs(mapping: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple((key, str(v).lower() if isinstance(v, bool) else str(v)) for key, v in mapping.items())
-
-
-def _one_or_many(value: str | list[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _upstream_auth(spec: dict[str, Any]) -> UpstreamAuth:
-    if spec["type"] == "bearer":
-        return UpstreamAuth("bearer", "Authorization", "Bearer " + spec["token"])
-    return UpstreamAuth("header", spec["header"], spec["value"])
-
-
-def _bucket(spec: dict[str, Any]) -> Bucket:
-    return Bucket(float(spec["capacity"]), float(spec["refill_per_second"]))
-
-
-_MATCHERS: Converters = {"roles": tuple, "clients": tuple, "servers": tuple, "methods": _globs, "tools": _globs}
-_SERVER: Converters = {
-    "port": int,
-    "workers": int,
-    "max_body_bytes": int,
-    "shutdown_timeout": _seconds,
-    "allowed_origins": _one_or_many,
-    "ready_when": lambda value: value if isinstance(value, str) else tuple(value),
-}
-_HEARTBEAT: Converters = {"interval": _seconds, "timeout": _seconds, "failures": int}
-_UPSTREAM: Converters = {
-    "command": tuple,
-    "env": _pairs,
-    "headers": _pairs,
-    "auth": _upstream_auth,
-    "timeout": _seconds,
-    "connect_timeout": _seconds,
-    "tools": lambda spec: ToolFilter(_globs(spec.get("allow", [])), _globs(spec.get("deny", []))),
-    "heartbeat": lambda spec: Heartbeat(**_fields(spec, _HEARTBEAT)),
-}
-_ROUTE_MATCH: Converters = dict.fromkeys(("method", "tool", "resource", "prompt"), Glob.compile)
-_JWT: Converters = {
-    "audience": _one_or_many,
-    "algorithms": tuple,
-    "leeway": _seconds,
-    "role_mappings": lambda specs: tuple(RoleMapping(s["claim"], s["value"], tuple(s["roles"])) for s in specs),
-}
-_API_KEY: Converters = {"roles": tuple, "key_hash": str.lower}
-_AUTH: Converters = {
-    "api_keys": lambda specs: tuple(ApiKey(**_fields(spec, _API_KEY)) for spec in specs),
-    "jwt": lambda spec: JwtConfig(**_fields(spec, _JWT)),
-}
-_OBSERVABILITY: Converters = {
-    "metrics": lambda spec: MetricsConfig(**spec),
-    "audit": lambda spec: AuditConfig(**spec),
-    "logging": lambda spec: LoggingConfig(**_fields(spec, {"redact": tuple})),
-}
-
-
-def _policy(spec: dict[str, Any]) -> PolicyConfig:
-    rules = tuple(PolicyRule(index=i, **_fields(r, _MATCHERS)) for i, r in enumerate(spec.get("rules", [])))
-    # A policy section that forgets its default fails closed; no section at all means no policy.
-    return PolicyConfig(**{"default": "deny", **_fields(spec, {}, skip=("rules",))}, rules=rules)
-
-
-def _rate_limit(spec: dict[str, Any]) -> RateLimitConfig:
-    rules = tuple(
-        RateLimitRule(index=i, bucket=_bucket(r), **_fields(r, _MATCHERS, skip=("capacity", "refill_per_second")))
-        for i, r in enumerate(spec.get("rules", []))
-    )
-    return RateLimitConfig(**_fields(spec, {"default": _bucket}, skip=("rules",)), rules=rules)
-
-
-_SECTIONS: Converters = {
-    "server": lambda spec: ServerConfig(**_fields(spec, _SERVER)),
-    "sessions": lambda spec: SessionsConfig(**_fields(spec, {"idle_timeout": _seconds})),
-    "routing": lambda specs: tuple(
-        RoutingRule(i, RouteMatch(**_fields(s["match"], _ROUTE_MATCH)), s["upstream"]) for i, s in enumerate(specs)
-    ),
-    "auth": lambda spec: AuthConfig(**_fields(spec, _AUTH)),
-    "policy": _policy,
-    "rate_limit": _rate_limit,
-    "observability": lambda spec: ObservabilityConfig(**_fields(spec, _OBSERVABILITY)),
-}
-
-
-def _build(data: dict[str, Any], source: str) -> Config:
-    upstreams = tuple(
-        UpstreamConfig(
-            name=name,
-            transport=spec.get("transport") or ("stdio" if "command" in spec else "streamable-http"),
-            **_fields(spec, _UPSTREAM, skip=("transport",)),
-        )
-        for name, spec in data["upstreams"].items()
-    )
-    sections = {key: value for key, value in data.items() if key != "upstreams" and not key.startswith("x-")}
-    return Config(source=source, upstreams=upstreams, **_fields(sections, _SECTIONS))
 
 
 def summarize(config: Config) -> str:
