@@ -4,6 +4,7 @@ Exit codes are part of the interface: supervisors and CI read them. ``start`` ex
 (``EX_CONFIG``) for a configuration that can never work, so that systemd's
 ``RestartPreventExitStatus=78`` stops a restart loop, and 69 (``EX_UNAVAILABLE``) when its port
 is taken, which a later restart may cure. This is the only module that calls ``sys.exit``.
+What the verbs print (tables, JSON, issues, redacted targets) is shaped in ``cli_output``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import json
 import os
 import re
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
@@ -20,14 +20,26 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 import click
 
 from mcpgate import __version__
+from mcpgate.cli_output import (
+    describe_bind_error,
+    emit_json,
+    health_line,
+    host_port,
+    issue_dict,
+    print_issues,
+    routes_text,
+    rule_dict,
+    server_info,
+    server_route,
+    servers_table,
+)
 from mcpgate.observability.logging import DEFAULT_REDACT, LEVELS, Redactor, configure_logging
 
 if TYPE_CHECKING:
     # The loader pulls in YAML and JSON Schema (with format checkers): seconds of imports that
     # `--version` and `health --url` (a Docker HEALTHCHECK, run every few seconds) must not pay.
     # The verbs that load a config import it where they need it.
-    from mcpgate.config import Config, ConfigError, ConfigIssue, UpstreamConfig
-    from mcpgate.config.model import RoutingRule
+    from mcpgate.config import Config, UpstreamConfig
     from mcpgate.upstream.probe import ProbeResult
 
 EXIT_OK: Final = 0
@@ -122,15 +134,6 @@ def load_or_exit(
         exit_with(code, trailer.format(count=count))
 
 
-def print_issues(err: ConfigError) -> int:
-    """Every issue on stderr, one per line, like a compiler; returns how many."""
-    for issue in err.issues:
-        click.echo(str(issue), err=True)
-    if not err.issues:
-        click.echo(str(err), err=True)
-    return max(1, len(err.issues))
-
-
 def load_for_reading(config_path: str | None, log_level: str | None, log_format: str | None) -> Config:
     """For the read-only verbs: a broken config is their failure (1), reported like validate."""
     config = load_or_exit(config_path, log_overrides(log_level, log_format), code=EXIT_FAILURE)
@@ -149,22 +152,6 @@ def exit_with(code: int, message: str | None = None) -> NoReturn:
     if message:
         click.echo(message, err=code != EXIT_OK)
     sys.exit(code)
-
-
-def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in (headers, *rows)) for i in range(len(headers))]
-    lines = (
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in (headers, *rows)
-    )
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 # -- start -------------------------------------------------------------------------------------
@@ -237,13 +224,6 @@ def start(
     sys.exit(code)
 
 
-def describe_bind_error(exc: OSError) -> str:
-    if exc.errno is not None and exc.errno > 0:
-        return os.strerror(exc.errno).lower()  # "address already in use", "permission denied"
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return reason[:1].lower() + reason[1:]
-
-
 # -- validate ----------------------------------------------------------------------------------
 
 
@@ -301,10 +281,6 @@ def build_gateway(config: Config) -> None:
         raise ConfigError([ConfigIssue(config.source, 0, 0, path, message)]) from None
 
 
-def issue_dict(issue: ConfigIssue) -> dict[str, Any]:
-    return {"file": issue.file, "line": issue.line, "col": issue.col, "path": issue.path, "message": issue.message}
-
-
 # -- schema ------------------------------------------------------------------------------------
 
 
@@ -355,48 +331,8 @@ def routes(config_path: str | None, log_level: str | None, log_format: str | Non
     if as_json:
         emit_json({"servers": servers, "unified": {"path": "/mcp", "served": False, "rules": rules}})
         sys.exit(EXIT_OK)
-    headers = ("PATH", "UPSTREAM", "TRANSPORT", "TARGET", "STATUS")
-    keys = ("path", "upstream", "transport", "target", "status")
-    click.echo(render_table(headers, [[s[k] for k in keys] for s in servers]))
-    click.echo("Each path is also served as /mcp/<name>.")
-    if rules:
-        click.echo("\nRouting rules for the unified endpoint /mcp (not served yet), first match wins:")
-        rows = [[str(r["index"]), format_match(r["match"]), r["upstream"]] for r in rules]
-        click.echo(render_table(("#", "MATCH", "UPSTREAM"), rows))
+    click.echo(routes_text(servers, rules))
     sys.exit(EXIT_OK)
-
-
-def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
-    served = upstream.transport == "streamable-http"
-    return {
-        "path": f"/servers/{upstream.name}/mcp",
-        "alias": f"/mcp/{upstream.name}",
-        "upstream": upstream.name,
-        "transport": upstream.transport,
-        "target": display_target(upstream, redactor),
-        "served": served,
-        "status": "served" if served else f"not served yet ({upstream.transport} upstreams land later)",
-    }
-
-
-def rule_dict(rule: RoutingRule) -> dict[str, Any]:
-    match = {"method": rule.match.method.pattern}
-    for field in ("tool", "resource", "prompt"):
-        glob = getattr(rule.match, field)
-        if glob is not None:
-            match[field] = glob.pattern
-    return {"index": rule.index, "match": match, "upstream": rule.upstream}
-
-
-def format_match(match: Mapping[str, str]) -> str:
-    return " ".join(f"{key}={value}" for key, value in match.items())
-
-
-def display_target(upstream: UpstreamConfig, redactor: Redactor) -> str:
-    """URL or command line, with anything that looks like a credential masked."""
-    if upstream.url is not None:
-        return redactor.url(upstream.url)
-    return shlex.join(redactor.argv(upstream.command))
 
 
 # -- list-servers ------------------------------------------------------------------------------
@@ -451,17 +387,6 @@ def list_servers(
     sys.exit(EXIT_OK if healthy else EXIT_FAILURE)
 
 
-def server_info(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
-    auth = upstream.auth
-    return {
-        "name": upstream.name,
-        "transport": upstream.transport,
-        "target": display_target(upstream, redactor),
-        "auth": "none" if auth is None else ("bearer" if auth.type == "bearer" else f"header:{auth.header}"),
-        "prefix": upstream.prefix,
-    }
-
-
 async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list[ProbeResult]:
     """Every upstream at once over one connection pool: the slowest bounds the wait, not the sum."""
     import aiohttp
@@ -470,42 +395,6 @@ async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list
 
     async with aiohttp.ClientSession() as session:
         return list(await asyncio.gather(*(probe_upstream(u, timeout=seconds, session=session) for u in upstreams)))
-
-
-PROBE_COLUMNS: Final = ("HEALTH", "PROTOCOL", "TOOLS", "RESOURCES", "PROMPTS", "LATENCY")
-
-
-def servers_table(servers: Sequence[Mapping[str, Any]]) -> str:
-    headers: tuple[str, ...] = ("NAME", "TRANSPORT", "TARGET", "AUTH", "PREFIX")
-    probed = bool(servers) and "probe" in servers[0]
-    if probed:
-        headers += PROBE_COLUMNS
-    rows = []
-    errors = []
-    for s in servers:
-        row = [s["name"], s["transport"], s["target"], s["auth"], s["prefix"] or "-"]
-        if probed:
-            row += probe_cells(s["probe"])
-            if s["probe"]["error"]:
-                errors.append(f"{s['name']}: {s['probe']['error']}")
-        rows.append(row)
-    table = render_table(headers, rows)
-    return "\n".join([table, "", *errors]) if errors else table
-
-
-def probe_cells(probe: Mapping[str, Any]) -> list[str]:
-    def count(key: str) -> str:
-        return "-" if probe[key] is None else str(probe[key])
-
-    latency = probe["latency_ms"]
-    return [
-        "healthy" if probe["healthy"] else "unhealthy",
-        probe["protocol_version"] or "-",
-        count("tools"),
-        count("resources"),
-        count("prompts"),
-        "-" if latency is None else f"{latency:.1f}ms",
-    ]
 
 
 # -- health ------------------------------------------------------------------------------------
@@ -555,13 +444,7 @@ def health(
     shown = Redactor().url(target)
     verdict = asyncio.run(check_health(target, timeout))
     status, body, problem = verdict
-    if problem is not None:
-        line = f"unreachable: {shown}: {problem}"
-    elif status == 200:
-        line = f"healthy: {shown} (200)"
-    else:
-        reason = readiness_reason(body)
-        line = f"unhealthy: {shown} ({status})" + (f": {reason}" if reason else "")
+    line = health_line(shown, status, body, problem)
     healthy = problem is None and status == 200
     if as_json:
         emit_json({"healthy": healthy, "url": shown, "status": status, "error": problem, "body": body})
@@ -619,24 +502,6 @@ async def check_health(url: str, seconds: float) -> tuple[int | None, Any, str |
         return None, None, describe_client_error(exc)
     except ValueError:
         return None, None, "invalid URL"
-
-
-def readiness_reason(body: Any) -> str | None:
-    """A short why from the gateway's readiness body: its status and the upstreams holding it back."""
-    if not isinstance(body, Mapping):
-        return None
-    status = body.get("status")
-    held_back = []
-    upstreams = body.get("upstreams")
-    if isinstance(upstreams, Mapping):
-        for name, state in upstreams.items():
-            if isinstance(state, Mapping) and state.get("state") in ("unhealthy", "unknown"):
-                error = state.get("last_error")
-                held_back.append(f"{name} {state['state']}" + (f" ({error})" if error else ""))
-    parts = [str(status)] if isinstance(status, str) and status else []
-    if held_back:
-        parts.append(", ".join(held_back))
-    return ": ".join(parts)[:300] or None
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m mcpgate` goes through __main__.py

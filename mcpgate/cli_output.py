@@ -1,0 +1,199 @@
+"""What the ``mcpgate`` verbs print: tables, JSON, config issues, targets and verdicts.
+
+Pure presentation, kept apart from ``cli.py`` so that the verbs there stay thin (parse flags,
+call the library, choose the exit code). Nothing here exits or reads a config file. The config
+types are imported for annotations only: this module is loaded by ``--version`` and by
+``health --url`` (a Docker HEALTHCHECK), which must not pay for the YAML and JSON Schema imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+if TYPE_CHECKING:
+    from mcpgate.config import ConfigError, ConfigIssue, UpstreamConfig
+    from mcpgate.config.model import RoutingRule
+    from mcpgate.observability.logging import Redactor
+
+
+# -- shared ------------------------------------------------------------------------------------
+
+
+def print_issues(err: ConfigError) -> int:
+    """Every issue on stderr, one per line, like a compiler; returns how many."""
+    for issue in err.issues:
+        click.echo(str(issue), err=True)
+    if not err.issues:
+        click.echo(str(err), err=True)
+    return max(1, len(err.issues))
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in (headers, *rows)) for i in range(len(headers))]
+    lines = (
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in (headers, *rows)
+    )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def display_target(upstream: UpstreamConfig, redactor: Redactor) -> str:
+    """URL or command line, with anything that looks like a credential masked."""
+    if upstream.url is not None:
+        return redactor.url(upstream.url)
+    return shlex.join(redactor.argv(upstream.command))
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+def describe_bind_error(exc: OSError) -> str:
+    if exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno).lower()  # "address already in use", "permission denied"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+
+def issue_dict(issue: ConfigIssue) -> dict[str, Any]:
+    return {"file": issue.file, "line": issue.line, "col": issue.col, "path": issue.path, "message": issue.message}
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
+    served = upstream.transport == "streamable-http"
+    return {
+        "path": f"/servers/{upstream.name}/mcp",
+        "alias": f"/mcp/{upstream.name}",
+        "upstream": upstream.name,
+        "transport": upstream.transport,
+        "target": display_target(upstream, redactor),
+        "served": served,
+        "status": "served" if served else f"not served yet ({upstream.transport} upstreams land later)",
+    }
+
+
+def rule_dict(rule: RoutingRule) -> dict[str, Any]:
+    match = {"method": rule.match.method.pattern}
+    for field in ("tool", "resource", "prompt"):
+        glob = getattr(rule.match, field)
+        if glob is not None:
+            match[field] = glob.pattern
+    return {"index": rule.index, "match": match, "upstream": rule.upstream}
+
+
+def format_match(match: Mapping[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in match.items())
+
+
+def routes_text(servers: Sequence[Mapping[str, Any]], rules: Sequence[Mapping[str, Any]]) -> str:
+    """The per-server paths, then the unified endpoint's rules (if any) in file order."""
+    headers = ("PATH", "UPSTREAM", "TRANSPORT", "TARGET", "STATUS")
+    keys = ("path", "upstream", "transport", "target", "status")
+    lines = [render_table(headers, [[s[k] for k in keys] for s in servers]), "Each path is also served as /mcp/<name>."]
+    if rules:
+        rows = [[str(r["index"]), format_match(r["match"]), r["upstream"]] for r in rules]
+        lines += [
+            "",
+            "Routing rules for the unified endpoint /mcp (not served yet), first match wins:",
+            render_table(("#", "MATCH", "UPSTREAM"), rows),
+        ]
+    return "\n".join(lines)
+
+
+# -- list-servers ------------------------------------------------------------------------------
+
+
+def server_info(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
+    auth = upstream.auth
+    return {
+        "name": upstream.name,
+        "transport": upstream.transport,
+        "target": display_target(upstream, redactor),
+        "auth": "none" if auth is None else ("bearer" if auth.type == "bearer" else f"header:{auth.header}"),
+        "prefix": upstream.prefix,
+    }
+
+
+PROBE_COLUMNS: Final = ("HEALTH", "PROTOCOL", "TOOLS", "RESOURCES", "PROMPTS", "LATENCY")
+
+
+def servers_table(servers: Sequence[Mapping[str, Any]]) -> str:
+    headers: tuple[str, ...] = ("NAME", "TRANSPORT", "TARGET", "AUTH", "PREFIX")
+    probed = bool(servers) and "probe" in servers[0]
+    if probed:
+        headers += PROBE_COLUMNS
+    rows = []
+    errors = []
+    for s in servers:
+        row = [s["name"], s["transport"], s["target"], s["auth"], s["prefix"] or "-"]
+        if probed:
+            row += probe_cells(s["probe"])
+            if s["probe"]["error"]:
+                errors.append(f"{s['name']}: {s['probe']['error']}")
+        rows.append(row)
+    table = render_table(headers, rows)
+    return "\n".join([table, "", *errors]) if errors else table
+
+
+def probe_cells(probe: Mapping[str, Any]) -> list[str]:
+    def count(key: str) -> str:
+        return "-" if probe[key] is None else str(probe[key])
+
+    latency = probe["latency_ms"]
+    return [
+        "healthy" if probe["healthy"] else "unhealthy",
+        probe["protocol_version"] or "-",
+        count("tools"),
+        count("resources"),
+        count("prompts"),
+        "-" if latency is None else f"{latency:.1f}ms",
+    ]
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def health_line(shown: str, status: int | None, body: Any, problem: str | None) -> str:
+    """One line for a person or a container log: healthy, unhealthy (with why) or unreachable."""
+    if problem is not None:
+        return f"unreachable: {shown}: {problem}"
+    if status == 200:
+        return f"healthy: {shown} (200)"
+    reason = readiness_reason(body)
+    return f"unhealthy: {shown} ({status})" + (f": {reason}" if reason else "")
+
+
+def readiness_reason(body: Any) -> str | None:
+    """A short why from the gateway's readiness body: its status and the upstreams holding it back."""
+    if not isinstance(body, Mapping):
+        return None
+    status = body.get("status")
+    held_back = []
+    upstreams = body.get("upstreams")
+    if isinstance(upstreams, Mapping):
+        for name, state in upstreams.items():
+            if isinstance(state, Mapping) and state.get("state") in ("unhealthy", "unknown"):
+                error = state.get("last_error")
+                held_back.append(f"{name} {state['state']}" + (f" ({error})" if error else ""))
+    parts = [str(status)] if isinstance(status, str) and status else []
+    if held_back:
+        parts.append(", ".join(held_back))
+    return ": ".join(parts)[:300] or None
