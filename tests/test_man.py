@@ -87,9 +87,15 @@ def walk(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, 
 COMMANDS = list(walk(cli.main))
 
 
+# Contexts as the real CLI builds them: click caches the help option per command, so a context
+# without the group's settings (help_option_names) would break `-h` for every later test.
+ROOT_CONTEXT = click.Context(cli.main, **cli.main.context_settings)
+
+
 def params_of(command: click.Command) -> list[click.Parameter]:
     """Declared parameters plus the ones click adds (the help option)."""
-    return [p for p in command.get_params(click.Context(command)) if not getattr(p, "hidden", False)]
+    ctx = ROOT_CONTEXT if command is cli.main else click.Context(command, parent=ROOT_CONTEXT)
+    return [p for p in command.get_params(ctx) if not getattr(p, "hidden", False)]
 
 
 OPTIONS = [
