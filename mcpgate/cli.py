@@ -82,6 +82,17 @@ def json_option(what: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON, for scripts.")
 
 
+def timeout_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=5.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=help_text,
+    )
+
+
 CONTEXT_SETTINGS: Final[dict[str, Any]] = {
     "auto_envvar_prefix": "MCPGATE",
     "help_option_names": ["-h", "--help"],
@@ -340,14 +351,7 @@ def routes(config_path: str | None, log_level: str | None, log_format: str | Non
 
 @main.command("list-servers", short_help="List the upstream MCP servers, optionally probing them")
 @click.option("--probe", is_flag=True, help="Connect to every upstream (concurrently) and report health and contents.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Time allowed for each upstream's probe.",
-)
+@timeout_option("Time allowed for each upstream's probe.")
 @json_option("the servers")
 @shared_options
 def list_servers(
@@ -408,14 +412,7 @@ async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list
     "(with MCPGATE_HOST/MCPGATE_PORT applied; 0.0.0.0 and :: mean 127.0.0.1) if a config file is found, "
     f"else {DEFAULT_HEALTH_URL}.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Time allowed for the answer.",
-)
+@timeout_option("Time allowed for the answer.")
 @json_option("the verdict and the endpoint's body")
 @shared_options
 def health(
