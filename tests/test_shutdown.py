@@ -78,3 +78,29 @@ def test_sigterm_exits_zero(tmp_path: Path, mcp_upstream_url: str) -> None:
         assert b"listening on http://127.0.0.1:" in err
     finally:
         stop_process(proc)
+
+
+async def test_grace_period_is_bounded(mcp_upstream_url: str) -> None:
+    """A call that outlives server.shutdown_timeout is cut off; shutdown does not wait for it."""
+    config = make_config({"demo": mcp_upstream_url}, host="127.0.0.1", shutdown_timeout=0.5)
+    server = Server(config)
+    ready = asyncio.Event()
+    serving = asyncio.create_task(server.serve(on_ready=lambda _: ready.set()))
+    await ready.wait()
+    host, port = server.bound[0]
+    url = f"http://{host}:{port}/servers/demo/mcp"
+    async with aiohttp.ClientSession() as http:
+        sid = await initialize(http, url)
+        body = rpc("tools/call", {"name": "sleep", "arguments": {"seconds": 60}}, id=4)
+        call = asyncio.create_task(http.post(url, json=body, headers=session_headers(sid)))
+        await asyncio.sleep(0.3)
+        server.should_exit.set()
+        async with asyncio.timeout(15):  # a guard against hanging, not a timing assertion
+            assert await serving == 0
+            try:
+                resp = await call
+                text = await resp.text()
+                resp.release()
+            except aiohttp.ClientError:
+                text = ""
+        assert "slept" not in text
