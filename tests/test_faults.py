@@ -430,3 +430,26 @@ async def test_stream_that_stalls_ends_with_an_error_event_for_the_request() -> 
     assert events[-1]["id"] == 12
     assert events[-1]["error"]["data"]["reason"] == "upstream_timeout"
     assert events[-1]["error"]["data"]["upstream"] == "s"
+
+
+async def test_upstream_cookies_are_neither_kept_nor_relayed() -> None:
+    """The upstream pool is shared by all clients: a cookie set for one must not reach another."""
+    cookies: list[str | None] = []
+
+    async def cookie_setter(request: web.Request) -> web.Response:
+        if request.headers.get("Mcp-Method") == "server/discover":
+            return web.json_response({"jsonrpc": "2.0", "id": "x", "result": {}})
+        cookies.append(request.headers.get("Cookie"))
+        resp = web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}})
+        resp.set_cookie("upstream_session", "alice-secret")
+        return resp
+
+    async with raw_upstream(cookie_setter) as (url, _), running_gateway(make_config({"c": url})) as gw:
+        for _ in range(2):  # two different clients, one after the other
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    gw.endpoint("c"), json=modern_call("tools/list"), headers=modern_headers("tools/list")
+                ) as r:
+                    assert r.status == 200
+                    assert "Set-Cookie" not in r.headers
+    assert cookies == [None, None]

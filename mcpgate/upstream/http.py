@@ -100,7 +100,11 @@ class HttpUpstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        # No cookie jar: the pool is shared by every client, so an upstream's Set-Cookie for one
+        # caller must never ride along on another's request (and jar bookkeeping costs per call).
+        self._session = aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar()
+        )
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.name}")
 
     async def close(self) -> None:
