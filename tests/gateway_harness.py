@@ -14,6 +14,7 @@ from aiohttp import web
 from mcpgate.config.model import Config, ServerConfig, UpstreamConfig
 from mcpgate.gateway import Gateway
 from mcpgate.server import GATEWAY, build_app, make_runner
+from mcpgate.sessions import Session
 
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
@@ -100,6 +101,15 @@ async def initialize(http: aiohttp.ClientSession, url: str, version: str = LEGAC
     async with http.post(url, json=rpc("notifications/initialized", id=None), headers=headers) as resp:
         assert resp.status == 202
     return session_id
+
+
+async def open_session(gw: RunningGateway, http: aiohttp.ClientSession, name: str = "demo") -> tuple[str, str, Session]:
+    """A legacy session through the gateway: its endpoint, the id the client sees, what the store holds."""
+    url = gw.endpoint(name)
+    sid = await initialize(http, url)
+    session = await gw.gateway.sessions.get(sid)
+    assert session is not None
+    return url, sid, session
 
 
 def session_headers(session_id: str, version: str = LEGACY) -> dict[str, str]:

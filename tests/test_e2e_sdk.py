@@ -20,6 +20,7 @@ from tests.gateway_harness import (
     make_config,
     modern_call,
     modern_headers,
+    open_session,
     rpc,
     running_gateway,
     session_headers,
@@ -104,10 +105,7 @@ async def test_progress_is_streamed_not_buffered(mcp_upstream_url: str, era: str
 
 async def test_gateway_issues_its_own_session_ids(mcp_upstream_url: str) -> None:
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
-        url = gw.endpoint("demo")
-        sid = await initialize(http, url)
-        session = await gw.gateway.sessions.get(sid)
-        assert session is not None
+        url, sid, session = await open_session(gw, http)
         upstream_sid = session.upstream_sessions["demo"]
         assert upstream_sid and upstream_sid != sid
         assert len(sid) == 32 and int(sid, 16) >= 0  # 128 random bits, hex
@@ -143,10 +141,7 @@ async def test_unknown_and_missing_sessions(mcp_upstream_url: str) -> None:
 
 async def test_delete_ends_the_upstream_session_too(mcp_upstream_url: str) -> None:
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
-        url = gw.endpoint("demo")
-        sid = await initialize(http, url)
-        session = await gw.gateway.sessions.get(sid)
-        assert session is not None
+        url, sid, session = await open_session(gw, http)
         upstream_sid = session.upstream_sessions["demo"]
         assert upstream_sid is not None
         async with http.delete(url, headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": LEGACY}) as resp:
@@ -161,10 +156,7 @@ async def test_delete_ends_the_upstream_session_too(mcp_upstream_url: str) -> No
 
 async def test_expired_upstream_session_is_reopened_transparently(mcp_upstream_url: str) -> None:
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
-        url = gw.endpoint("demo")
-        sid = await initialize(http, url)
-        session = await gw.gateway.sessions.get(sid)
-        assert session is not None
+        url, sid, session = await open_session(gw, http)
         old = session.upstream_sessions["demo"]
         assert old is not None
         # The upstream forgets the session behind the gateway's back.
@@ -242,10 +234,7 @@ async def test_concurrent_calls_reopen_a_lost_upstream_session_once(
 ) -> None:
     caplog.set_level("INFO", logger="mcpgate.proxy")
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
-        url = gw.endpoint("demo")
-        sid = await initialize(http, url)
-        session = await gw.gateway.sessions.get(sid)
-        assert session is not None
+        url, sid, session = await open_session(gw, http)
         old = session.upstream_sessions["demo"]
         async with http.delete(mcp_upstream_url, headers={"Mcp-Session-Id": old or ""}) as resp:
             assert resp.status == 200

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from mcpgate.config.model import Config
 from mcpgate.server import Server
 from tests.conftest import free_port, stop_process, wait_for_port
 from tests.gateway_harness import LEGACY, initialize, make_config, rpc, session_headers
@@ -20,14 +21,19 @@ from tests.gateway_harness import LEGACY, initialize, make_config, rpc, session_
 pytestmark = pytest.mark.e2e
 
 
-async def test_streams_end_at_once_and_calls_finish(mcp_upstream_url: str) -> None:
-    config = make_config({"demo": mcp_upstream_url}, host="127.0.0.1", shutdown_timeout=20.0)
+async def start_serving(config: Config) -> tuple[Server, asyncio.Task[int], str]:
+    """The daemon's own serve loop, in this event loop; returns it once it listens."""
     server = Server(config)
     ready = asyncio.Event()
     serving = asyncio.create_task(server.serve(on_ready=lambda _: ready.set()))
     await ready.wait()
     host, port = server.bound[0]
-    url = f"http://{host}:{port}/servers/demo/mcp"
+    return server, serving, f"http://{host}:{port}/servers/demo/mcp"
+
+
+async def test_streams_end_at_once_and_calls_finish(mcp_upstream_url: str) -> None:
+    config = make_config({"demo": mcp_upstream_url}, host="127.0.0.1", shutdown_timeout=20.0)
+    server, serving, url = await start_serving(config)
     async with aiohttp.ClientSession() as http:
         sid = await initialize(http, url)
         stream = await http.get(
@@ -83,12 +89,7 @@ def test_sigterm_exits_zero(tmp_path: Path, mcp_upstream_url: str) -> None:
 async def test_grace_period_is_bounded(mcp_upstream_url: str) -> None:
     """A call that outlives server.shutdown_timeout is cut off; shutdown does not wait for it."""
     config = make_config({"demo": mcp_upstream_url}, host="127.0.0.1", shutdown_timeout=0.5)
-    server = Server(config)
-    ready = asyncio.Event()
-    serving = asyncio.create_task(server.serve(on_ready=lambda _: ready.set()))
-    await ready.wait()
-    host, port = server.bound[0]
-    url = f"http://{host}:{port}/servers/demo/mcp"
+    server, serving, url = await start_serving(config)
     async with aiohttp.ClientSession() as http:
         sid = await initialize(http, url)
         body = rpc("tools/call", {"name": "sleep", "arguments": {"seconds": 60}}, id=4)
