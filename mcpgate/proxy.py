@@ -309,7 +309,6 @@ async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -
     assert upstream is not None
     assert isinstance(ctx.message, jsonrpc.Message)
     body, message = await read_initialize_result(upstream, resp, ctx.request_id)
-    headers = {name: value for name in RESPONSE_HEADERS if (value := resp.headers.get(name)) is not None}
     result = message.get("result") if message else None
     if isinstance(result, dict):
         requested = ctx.message.params.get("protocolVersion")
@@ -323,9 +322,8 @@ async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -
             upstream_sessions={upstream.name: resp.headers.get(SESSION_HEADER)},
         )
         await ctx.gateway.sessions.create(session)
-        ctx.session = session
-        headers[SESSION_HEADER] = session.id
-    ctx.response = web.Response(status=200, body=body, headers=headers)
+        ctx.session = session  # client_headers then names it in the answer
+    ctx.response = web.Response(status=200, body=body, headers=client_headers(ctx, resp))
 
 
 async def reopen_upstream_session(
