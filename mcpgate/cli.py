@@ -133,13 +133,22 @@ def log_overrides(log_level: str | None, log_format: str | None) -> dict[str, ob
 
 
 def load_or_exit(
-    config_path: str | None, overrides: Mapping[str, object], *, code: int, trailer: str = "{count} error(s)"
+    config_path: str | None,
+    overrides: Mapping[str, object],
+    *,
+    code: int,
+    trailer: str = "{count} error(s)",
+    check_support: bool = True,
 ) -> Config:
-    """The configuration (``-`` reads stdin), or every issue on stderr and exit ``code``."""
+    """The configuration (``-`` reads stdin), or every issue on stderr and exit ``code``.
+
+    ``check_support`` refuses sections this build cannot enforce: always for what serves or
+    validates; the read-only verbs that only describe a configuration show them as not served.
+    """
     from mcpgate.config import ConfigError, load_config
 
     try:
-        return load_config(config_path, overrides=overrides)
+        return load_config(config_path, overrides=overrides, check_support=check_support)
     except ConfigError as err:
         count = print_issues(err)
         exit_with(code, trailer.format(count=count))
@@ -147,7 +156,7 @@ def load_or_exit(
 
 def load_for_reading(config_path: str | None, log_level: str | None, log_format: str | None) -> Config:
     """For the read-only verbs: a broken config is their failure (1), reported like validate."""
-    config = load_or_exit(config_path, log_overrides(log_level, log_format), code=EXIT_FAILURE)
+    config = load_or_exit(config_path, log_overrides(log_level, log_format), code=EXIT_FAILURE, check_support=False)
     configure_cli_logging(log_level, log_format, config)
     return config
 
@@ -469,7 +478,7 @@ def default_health_url(config_path: str | None) -> str:
         port = int(env_port) if env_port.isdigit() else 8080
     else:
         trailer = "{count} error(s) in the configuration; pass --url to skip it"
-        config = load_or_exit(config_path, overrides, code=EXIT_FAILURE, trailer=trailer)
+        config = load_or_exit(config_path, overrides, code=EXIT_FAILURE, trailer=trailer, check_support=False)
         host, port = config.server.host, config.server.port
     if host in WILDCARD_HOSTS:
         host = "127.0.0.1"

@@ -22,6 +22,7 @@ from mcpgate import cli
 from mcpgate.config.model import Config
 from tests.conftest import ROOT, free_port
 
+# What this build serves: start and validate accept it.
 CONFIG = """\
 server:
   host: 127.0.0.1
@@ -35,6 +36,11 @@ upstreams:
     url: "https://user:s3cret-pw@kb.example.com/mcp?api_token=s3cret-q&tenant=acme"
     auth: {type: header, header: X-Api-Key, value: s3cret-key}
     headers: {X-Tenant: acme}
+"""
+# Plus what it does not serve yet: start and validate refuse it, routes and list-servers describe it.
+DESCRIBED = (
+    CONFIG
+    + """\
   files:
     command: [npx, -y, "@modelcontextprotocol/server-filesystem", --token=s3cret-arg, /data]
 routing:
@@ -43,6 +49,7 @@ routing:
   - match: {method: "*"}
     upstream: kb
 """
+)
 
 BROKEN = """\
 upstreams:
@@ -78,6 +85,14 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # no ./mcpgate.yml unless a test writes one
     path = tmp_path / "gateway.yml"
     path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def described_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "described.yml"
+    path.write_text(DESCRIBED)
     return path
 
 
@@ -221,8 +236,54 @@ def test_validate_builds_what_start_would(tmp_path: Path) -> None:
     result = invoke("validate", "-c", str(path))
     assert result.exit_code == 1
     first, last = result.stderr.strip().splitlines()
-    assert first.startswith(f"{path}:0:0: sessions.backend: ")
+    assert first.startswith(f"{path}:3:21: sessions.backend: ")
     assert last == "1 error(s)"
+
+
+UNENFORCED = {
+    "auth: {api_keys: [{id: a, key: k}]}": "auth",
+    "policy: {default: deny}": "policy",
+    "rate_limit: {default: {capacity: 1, refill_per_second: 1}}": "rate_limit",
+    "routing: [{match: {method: '*'}, upstream: demo}]": "routing",
+    "observability: {audit: {enabled: true}}": "observability.audit.enabled",
+    "observability: {metrics: {path: /m}}": "observability.metrics.enabled",
+}
+
+
+@pytest.mark.parametrize(("section", "path"), UNENFORCED.items(), ids=list(UNENFORCED.values()))
+def test_sections_this_build_does_not_enforce_are_errors(
+    tmp_path: Path, captured_run: list[Config], section: str, path: str
+) -> None:
+    """Fail closed: a configured section that would be ignored stops validate (1) and start (78)."""
+    config = tmp_path / "gateway.yml"
+    config.write_text(f"upstreams:\n  demo: {{url: http://127.0.0.1:9000/mcp}}\n{section}\n")
+    checked = invoke("validate", "-c", str(config))
+    assert checked.exit_code == 1
+    match = ISSUE_LINE.match(checked.stderr.splitlines()[0])
+    assert match is not None and match["path"] == path and match["line"] == "3"
+    assert "not" in match["message"] and "yet" in match["message"]
+    started = invoke("start", "-c", str(config))
+    assert started.exit_code == 78
+    assert captured_run == []
+
+
+def test_switched_off_sections_are_accepted(tmp_path: Path, captured_run: list[Config]) -> None:
+    config = tmp_path / "gateway.yml"
+    config.write_text(
+        "upstreams:\n  demo: {url: http://127.0.0.1:9000/mcp}\n"
+        "observability: {metrics: {enabled: false}, audit: {enabled: false}}\n"
+    )
+    assert invoke("validate", "-c", str(config)).exit_code == 0
+
+
+def test_unserved_upstreams_are_errors_for_start_but_described_by_routes(described_file: Path) -> None:
+    checked = invoke("validate", "-c", str(described_file))
+    assert checked.exit_code == 1
+    paths = [m["path"] for line in checked.stderr.splitlines() if (m := ISSUE_LINE.match(line))]
+    assert paths == ["upstreams.files.command", "routing"]
+    assert "s3cret" not in checked.stderr
+    assert invoke("routes", "-c", str(described_file)).exit_code == 0
+    assert invoke("list-servers", "-c", str(described_file)).exit_code == 0
 
 
 def test_validate_missing_file(tmp_path: Path) -> None:
@@ -245,8 +306,8 @@ def test_schema_is_json() -> None:
 # -- routes ------------------------------------------------------------------------------------
 
 
-def test_routes_table(config_file: Path) -> None:
-    result = invoke("routes", "-c", str(config_file))
+def test_routes_table(described_file: Path) -> None:
+    result = invoke("routes", "-c", str(described_file))
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     assert "s3cret" not in out
@@ -264,14 +325,14 @@ def test_routes_table(config_file: Path) -> None:
     assert rules[2].split() == ["1", "method=*", "kb"]
 
 
-def test_routes_columns_are_aligned(config_file: Path) -> None:
-    lines = invoke("routes", "-c", str(config_file)).stdout.splitlines()[:4]
+def test_routes_columns_are_aligned(described_file: Path) -> None:
+    lines = invoke("routes", "-c", str(described_file)).stdout.splitlines()[:4]
     column = lines[0].index("UPSTREAM")
     assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines)
 
 
-def test_routes_json(config_file: Path) -> None:
-    result = invoke("routes", "-c", str(config_file), "--json")
+def test_routes_json(described_file: Path) -> None:
+    result = invoke("routes", "-c", str(described_file), "--json")
     assert result.exit_code == 0
     assert "s3cret" not in result.stdout
     data = json.loads(result.stdout)
@@ -314,8 +375,8 @@ def test_routes_with_broken_config_fails(tmp_path: Path) -> None:
 # -- list-servers ------------------------------------------------------------------------------
 
 
-def test_list_servers_table(config_file: Path) -> None:
-    result = invoke("list-servers", "-c", str(config_file))
+def test_list_servers_table(described_file: Path) -> None:
+    result = invoke("list-servers", "-c", str(described_file))
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     assert "s3cret" not in out
@@ -329,8 +390,8 @@ def test_list_servers_table(config_file: Path) -> None:
     assert "--token=***" in lines[3]
 
 
-def test_list_servers_json(config_file: Path) -> None:
-    result = invoke("list-servers", "-c", str(config_file), "--json")
+def test_list_servers_json(described_file: Path) -> None:
+    result = invoke("list-servers", "-c", str(described_file), "--json")
     assert result.exit_code == 0
     assert "s3cret" not in result.stdout
     servers = json.loads(result.stdout)["servers"]
@@ -532,7 +593,7 @@ def test_start_uses_the_file(config_file: Path, captured_run: list[Config]) -> N
     assert result.exit_code == 0, result.stderr
     (config,) = captured_run
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8001)
-    assert [u.name for u in config.upstreams] == ["demo", "kb", "files"]
+    assert [u.name for u in config.upstreams] == ["demo", "kb"]
 
 
 def test_start_precedence_flag_over_env_over_file(config_file: Path, captured_run: list[Config]) -> None:
@@ -554,7 +615,9 @@ def test_start_default_when_neither_file_nor_flag(tmp_path: Path, captured_run: 
     assert captured_run[0].server.workers == 1
 
 
-def test_start_every_override(tmp_path: Path, captured_run: list[Config]) -> None:
+def test_start_every_override(tmp_path: Path, captured_run: list[Config], monkeypatch: pytest.MonkeyPatch) -> None:
+    # About override precedence only: pretend this build runs redis and several workers.
+    monkeypatch.setattr("mcpgate.config.load.unsupported", lambda data: iter(()))
     path = tmp_path / "shared.yml"
     path.write_text(CONFIG + "sessions: {backend: redis}\nrate_limit: {backend: redis}\n")
     args = ["--host", "::1", "--port", "9100", "--workers", "2", "--shutdown-timeout", "3.5", "--log-format", "json"]

@@ -31,7 +31,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import PlainScalarString, ScalarString
 
 from mcpgate.config.build import build_config
-from mcpgate.config.messages import Finding, KeyPath, cross_references, dotted, explain_all
+from mcpgate.config.messages import Finding, KeyPath, cross_references, dotted, explain_all, unsupported
 from mcpgate.config.model import Config
 
 OVERRIDE_SOURCE = "<override>"
@@ -118,11 +118,14 @@ def load_config(
     source: str | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    check_support: bool = True,
 ) -> Config:
     """Parse, expand, override, validate and build; raises :class:`ConfigError` listing every issue.
 
     ``path`` "-" reads stdin; ``text`` parses a string instead of a file. ``overrides`` maps dotted
     paths (``server.port``) to values that replace the file's; they are validated like the file.
+    ``check_support=False`` accepts sections this build cannot enforce yet: for tooling and tests
+    of the schema only; nothing that serves traffic may use it.
     """
     if text is None:
         name = find_config_file(None if path is None else os.fspath(path), env)
@@ -131,7 +134,7 @@ def load_config(
     document = _Document(source or "<string>", os.environ if env is None else env)
     document.parse(text)
     document.apply_overrides(overrides or {})
-    return document.validate()
+    return document.validate(check_support)
 
 
 def _read(name: str, source: str) -> str:
@@ -273,13 +276,15 @@ class _Document:
                 for path in [p for p in self.other_reading if p[: len(parts)] == parts]:
                     del self.other_reading[path]  # the file's ${VAR} is gone, and so is its other reading
 
-    def validate(self) -> Config:
+    def validate(self, check_support: bool = True) -> Config:
         findings = list(_unique([*self.findings, *explain_all(self._schema_errors(), self._reveal)]))
         if isinstance(self.data, dict):
             # Cross-references may say several things about one value, but nothing about a value
             # that is already reported as malformed.
             malformed = {finding.path for finding in findings if finding.at == "value"}
-            references = cross_references(self.data, self._reveal)
+            references = list(cross_references(self.data, self._reveal))
+            if check_support:
+                references += unsupported(self.data)
             findings += [f for f in references if f.at == "key" or f.path not in malformed]
         self.issues.extend(map(self._issue, findings))
         if self.issues:

@@ -262,6 +262,39 @@ def _shared_state(data: dict[str, Any]) -> Iterator[Finding]:
         yield Finding(path, "workers > 1 needs rate_limit.backend: redis (memory buckets live in one process)")
 
 
+# What this build validates but cannot enforce yet. Accepting such a section and running without
+# it would fail open (an `auth:` that lets everyone in), so each is an error until it is enforced.
+_NOT_YET = "is not enforced by this version of mcpgate yet; remove it (running without it would ignore it)"
+
+
+def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
+    """Configured sections this build does not enforce: errors, never warnings (fail closed)."""
+    for section, what in (
+        ("auth", "authentication"),
+        ("policy", "access policy"),
+        ("rate_limit", "rate limiting"),
+        ("routing", "routing for the unified endpoint /mcp"),
+    ):
+        if section in data:
+            yield Finding((section,), f"{what} {_NOT_YET}", "key")
+    if _dict(data.get("sessions")).get("backend") == "redis":
+        yield Finding(("sessions", "backend"), "the redis session store is not available in this version; use 'memory'")
+    workers = _dict(data.get("server")).get("workers")
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1:
+        yield Finding(("server", "workers"), "more than one worker process is not available in this version")
+    observability = _dict(data.get("observability"))
+    for section, what in (("metrics", "the metrics endpoint"), ("audit", "the audit log")):
+        spec = observability.get(section)
+        if isinstance(spec, dict) and spec.get("enabled", section == "metrics") is True:
+            message = f"{what} is not served by this version of mcpgate yet; set enabled: false or remove it"
+            yield Finding(("observability", section, "enabled"), message)
+    for name, spec in _dict(data.get("upstreams")).items():
+        spec = _dict(spec)
+        if "command" in spec or spec.get("transport") == "sse":
+            kind, key = ("stdio", "command") if "command" in spec else ("legacy HTTP+SSE", "transport")
+            yield Finding(("upstreams", name, key), f"{kind} upstreams are not served by this version yet")
+
+
 def _duplicate_ids(api_keys: list[Any]) -> Iterator[Finding]:
     first: dict[str, int] = {}
     for i, entry in enumerate(api_keys):
