@@ -1,7 +1,7 @@
 """Gateway errors as values: one table of reasons, each with a JSON-RPC code and an HTTP status.
 
 Every rejection the gateway makes on an MCP path is one of these, raised by a pipeline stage and
-rendered as a JSON-RPC error object in exactly one place (``pipeline.error_response``). The codes
+rendered as a JSON-RPC error object in exactly one place (``listener.render_error``). The codes
 are part of the public interface: clients and dashboards match on ``error.data.reason`` (stable,
 machine-readable) and on ``error.code``. Gateway codes live in -32060..-32079, clear of the codes
 the MCP specification uses (-32002, -32020..-32022, -32042) and of JSON-RPC's own.
@@ -32,6 +32,8 @@ _REASONS = (
     Reason("unsupported_media_type", -32600, 415, "Content-Type must be application/json"),
     Reason("header_mismatch", -32020, 400, "MCP header does not match the request body"),
     Reason("unsupported_protocol_version", -32022, 400, "Unsupported protocol version"),
+    Reason("bad_http_request", -32600, 400, "Malformed HTTP request"),
+    Reason("headers_too_large", -32600, 431, "Request header fields too large"),
     Reason("internal_error", -32603, 500, "Internal gateway error"),
     # Gateway codes.
     Reason("session_required", -32060, 400, "Mcp-Session-Id header is required"),
@@ -42,11 +44,14 @@ _REASONS = (
     Reason("unauthenticated", -32065, 401, "Authentication required"),
     Reason("forbidden", -32066, 403, "Forbidden by policy"),
     Reason("rate_limited", -32067, 429, "Rate limit exceeded"),
+    Reason("session_limit", -32068, 503, "The gateway holds as many sessions as it may; retry later"),
+    Reason("request_timeout", -32069, 408, "The request was not received in time"),
     Reason("upstream_unreachable", -32070, 502, "Upstream server unreachable"),
     Reason("upstream_bad_response", -32071, 502, "Upstream server sent an invalid response"),
     Reason("upstream_timeout", -32072, 504, "Upstream server timed out"),
     Reason("upstream_unavailable", -32073, 503, "Upstream server unavailable"),
     Reason("shutting_down", -32074, 503, "Gateway is shutting down"),
+    Reason("not_found", -32075, 404, "Nothing is served at this path"),
 )
 
 REASONS: Mapping[str, Reason] = {r.name: r for r in _REASONS}

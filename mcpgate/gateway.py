@@ -36,6 +36,8 @@ class Gateway:
     streams: set[aiohttp.ClientResponse] = field(default_factory=set)
     _sweeper: asyncio.Task[None] | None = None
     _session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Background clean-ups (upstream sessions of evicted gateway sessions), awaited at close.
+    _chores: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
@@ -49,7 +51,11 @@ class Gateway:
                 log.warning(
                     "upstream %s uses the %s transport, which this version does not serve yet", u.name, u.transport
                 )
-        return cls(config, upstreams, MemorySessionStore(config.sessions.idle_timeout))
+        sessions = config.sessions
+        store = MemorySessionStore(
+            sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
+        )
+        return cls(config, upstreams, store)
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -64,6 +70,8 @@ class Gateway:
         self.streams.clear()
 
     async def close(self) -> None:
+        if self._chores:
+            await asyncio.wait(self._chores, timeout=self.config.server.shutdown_timeout)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,6 +115,13 @@ class Gateway:
                     resp.release()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 log.debug("ending upstream session on %s failed: %s", name, type(exc).__name__)
+
+    def end_upstream_sessions_soon(self, sessions: list[Session]) -> None:
+        """End evicted sessions' upstream sessions without making the request that evicted them wait."""
+        for session in sessions:
+            task = asyncio.create_task(self.end_upstream_sessions(session), name="end-upstream-sessions")
+            self._chores.add(task)
+            task.add_done_callback(self._chores.discard)
 
     async def _sweep_loop(self) -> None:
         interval = max(1.0, min(60.0, self.config.sessions.idle_timeout / 4))

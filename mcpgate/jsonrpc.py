@@ -96,11 +96,25 @@ def classify(obj: object) -> Message:
     return Message(obj, "response", None, raw_id if is_valid_id(raw_id) else None)
 
 
+def loads(data: bytes | str) -> Any:
+    """``json.loads`` whose every failure is a ``ValueError``.
+
+    Hostile nesting (a thousand ``[`` in a 2 KB body) makes the C decoder raise
+    ``RecursionError``, which no caller expects from a parse; folding it in here means every
+    place that decodes untrusted JSON, from clients or upstreams, treats it as the invalid
+    input it is.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def parse(body: bytes) -> Message | list[Message]:
     """Decode a POST body into one message or a non-empty batch of them."""
     try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        obj = loads(body)
+    except ValueError:  # UnicodeDecodeError included
         raise GatewayError("parse_error") from None
     if isinstance(obj, list):
         if not obj:
@@ -124,4 +138,27 @@ def is_modern(version: str | None) -> bool:
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON; always encodable, so an error response can always be rendered.
+
+    A client may send a string id or name holding a lone surrogate (``"\\ud800"`` is valid
+    JSON); echoed back, it cannot be encoded as UTF-8. Escaping everything to ASCII keeps the
+    output valid JSON that says exactly what the client sent. Nesting too deep to encode is a
+    ``ValueError``, like in :func:`loads`.
+    """
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def printable(value: str, limit: int = 64) -> str | None:
+    """``value`` if it is short visible ASCII, safe to repeat in an error message; else ``None``.
+
+    Header values arrive as latin-1 or surrogate-escaped bytes; repeating them verbatim in an
+    answer or a log line lets a client inject whatever it likes there.
+    """
+    if len(value) <= limit and value.isascii() and value.isprintable():
+        return value
+    return None

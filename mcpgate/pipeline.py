@@ -30,8 +30,9 @@ from mcpgate import jsonrpc
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
 from mcpgate.jsonrpc import Message
+from mcpgate.listener import render_error
 from mcpgate.proxy import forward
-from mcpgate.sessions import Session
+from mcpgate.sessions import Session, reopen_params
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 
 log = logging.getLogger("mcpgate.pipeline")
@@ -67,6 +68,7 @@ class RequestContext:
     era: Era = "legacy"
     identity: Identity = ANONYMOUS
     session: Session | None = None
+    reopen_params: dict[str, Any] | None = None  # what a session opened by this initialize keeps
     upstream: HttpUpstream | None = None
     response: web.StreamResponse | None = None
     error: GatewayError | None = None
@@ -82,6 +84,13 @@ class RequestContext:
     @property
     def is_initialize(self) -> bool:
         return isinstance(self.message, Message) and self.message.method == "initialize"
+
+    @property
+    def client_key(self) -> str:
+        """Whom per-client limits count against: the identity, or the address of an anonymous caller."""
+        if self.identity.authenticated:
+            return f"id:{self.identity.client_id}"
+        return f"addr:{self.request.remote}"
 
 
 Stage = Callable[[RequestContext], Awaitable[None]]
@@ -121,10 +130,11 @@ async def check_transport(ctx: RequestContext) -> None:
         raise GatewayError("shutting_down", headers={"Connection": "close", "Retry-After": "1"})
     version = request.headers.get("MCP-Protocol-Version")
     if version is not None and version not in jsonrpc.SUPPORTED_VERSIONS:
+        shown = jsonrpc.printable(version)
         raise GatewayError(
             "unsupported_protocol_version",
-            f"Unsupported protocol version: {version[:40]}",
-            data={"supported": list(jsonrpc.SUPPORTED_VERSIONS)},
+            f"Unsupported protocol version: {shown}" if shown else "Unsupported protocol version",
+            data={"supported": list(jsonrpc.SUPPORTED_VERSIONS), "requested": shown},
         )
     ctx.era = "modern" if jsonrpc.is_modern(version) else "legacy"
     if request.method == "POST":
@@ -132,7 +142,18 @@ async def check_transport(ctx: RequestContext) -> None:
             raise GatewayError("unsupported_media_type")
         if not _accepts(request.headers.get("Accept", ""), "application/json", "text/event-stream"):
             raise GatewayError("not_acceptable", "Accept must list application/json and text/event-stream")
-        ctx.body = await read_body(request, server.max_body_bytes)
+        if request.content.is_eof():  # the usual case: the whole body came with the headers
+            ctx.body = await read_body(request, server.max_body_bytes)
+            return
+        try:
+            async with asyncio.timeout(server.body_timeout):
+                ctx.body = await read_body(request, server.max_body_bytes)
+        except TimeoutError:
+            raise GatewayError(
+                "request_timeout",
+                f"Request body not received within {server.body_timeout:g}s",
+                headers={"Connection": "close"},
+            ) from None
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -213,7 +234,13 @@ async def authenticate(ctx: RequestContext) -> None:
 
 
 async def resolve_session(ctx: RequestContext) -> None:
-    if ctx.era == "modern" or ctx.is_initialize:
+    if ctx.era == "modern":
+        return
+    if ctx.is_initialize:
+        # Admission before anything is opened upstream: bounded params, room in the store.
+        assert isinstance(ctx.message, Message)
+        ctx.reopen_params = reopen_params(ctx.message.params)
+        await ctx.gateway.sessions.admit()
         return
     session_id = ctx.request.headers.get(SESSION_HEADER)
     if session_id is None:
@@ -293,16 +320,6 @@ def record(ctx: RequestContext) -> None:
         )
 
 
-def error_response(error: GatewayError, request_id: jsonrpc.RequestId | None) -> web.Response:
-    """The one place a GatewayError becomes an HTTP response."""
-    return web.Response(
-        status=error.status,
-        body=jsonrpc.dumps(error.to_jsonrpc(request_id)),
-        content_type="application/json",
-        headers=error.headers or None,
-    )
-
-
 # The order, and why, is this module's docstring; tests/test_pipeline.py pins it.
 STAGES: Final[tuple[Stage, ...]] = (
     check_transport,
@@ -325,13 +342,13 @@ async def run(ctx: RequestContext, stages: tuple[Stage, ...] = STAGES) -> web.St
         if ctx.response is not None and ctx.response.prepared:
             # Too late for a status code: the stream has started. The stage logged it.
             return ctx.response
-        return error_response(exc, ctx.request_id)
+        return render_error(exc, ctx.request_id)
     except Exception:
         log.exception("internal error handling %s %s", ctx.request.method, ctx.request.path)
         ctx.error = GatewayError("internal_error")
         if ctx.response is not None and ctx.response.prepared:
             return ctx.response
-        return error_response(ctx.error, ctx.request_id)
+        return render_error(ctx.error, ctx.request_id)
     finally:
         record(ctx)
     assert ctx.response is not None, "the last stage must produce a response"

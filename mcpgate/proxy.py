@@ -8,9 +8,10 @@ answer is written to the client chunk by chunk as it arrives, never buffered.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import email.utils
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -31,6 +32,7 @@ log = logging.getLogger("mcpgate.proxy")
 # misconfigured (a 401 would even send the client into an OAuth flow against the gateway).
 PASSED_STATUSES: Final = frozenset({200, 202, 204, 400, 404, 405, 406, 409, 413, 415, 422, 429})
 RESPONSE_HEADERS: Final = ("Content-Type", "Cache-Control", "Allow", "Retry-After", "MCP-Protocol-Version")
+MAX_PASSED_HEADER: Final = 256
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
 SMALL_BODY: Final = 256 * 1024
@@ -71,10 +73,28 @@ async def send(ctx: RequestContext, upstream: HttpUpstream) -> aiohttp.ClientRes
 
 
 def client_headers(ctx: RequestContext, resp: aiohttp.ClientResponse) -> dict[str, str]:
-    headers = {name: value for name in RESPONSE_HEADERS if (value := resp.headers.get(name)) is not None}
+    headers = {
+        name: value
+        for name in RESPONSE_HEADERS
+        if (value := resp.headers.get(name)) is not None and passable_header(name, value)
+    }
     if ctx.session is not None:
         headers[SESSION_HEADER] = ctx.session.id
     return headers
+
+
+def passable_header(name: str, value: str) -> bool:
+    """Whether an upstream's response header may reach the client as it is.
+
+    The upstream is not trusted to be sane: a header is passed on only when it is short visible
+    ASCII, and ``Retry-After`` only when it is what RFC 9110 allows (seconds or an HTTP date),
+    so a broken upstream cannot send clients an 8,000-digit back-off.
+    """
+    if len(value) > MAX_PASSED_HEADER or not (value.isascii() and value.isprintable()):
+        return False
+    if name == "Retry-After":
+        return (value.isdigit() and len(value) <= 9) or email.utils.parsedate_tz(value) is not None
+    return True
 
 
 def bad_status(upstream: HttpUpstream, resp: aiohttp.ClientResponse, why: str) -> GatewayError:
@@ -110,23 +130,40 @@ async def relay(
         await copy_stream(ctx, resp, status)
 
 
+@contextlib.contextmanager
+def upstream_faults(upstream: HttpUpstream) -> Iterator[None]:
+    """Reading an answer body: a stall is a timeout (504), a break a bad response (502).
+
+    Every reader of upstream bodies (whole answers, relayed streams, the ``initialize``
+    handshake, rewritten lists) goes through here, so a fault means the same wherever it hits.
+    """
+    try:
+        yield
+    except aiohttp.ServerTimeoutError:
+        raise upstream.error("upstream_timeout", "stopped sending") from None
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        raise upstream.error("upstream_bad_response", f"broke off its answer: {type(exc).__name__}") from None
+
+
+async def read_chunk(upstream: HttpUpstream, resp: aiohttp.ClientResponse) -> bytes:
+    """The next piece of a streamed answer, ``b""`` at its end."""
+    with upstream_faults(upstream):
+        return await resp.content.readany()
+
+
 async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read a whole (small) answer; a slow or broken body is the upstream's fault, said once here."""
     length = resp.content_length
     if length is not None and length > limit:
         raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
-    body = bytearray()
-    try:
-        if length is not None and "Content-Encoding" not in resp.headers:
+    if length is not None and "Content-Encoding" not in resp.headers:
+        with upstream_faults(upstream):
             return await resp.content.readexactly(length)
-        while chunk := await resp.content.readany():
-            body += chunk
-            if len(body) > limit:
-                raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
-    except aiohttp.ServerTimeoutError:
-        raise upstream.error("upstream_timeout", "stopped sending") from None
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise upstream.error("upstream_bad_response", f"broke off its answer: {type(exc).__name__}") from None
+    body = bytearray()
+    while chunk := await read_chunk(upstream, resp):
+        body += chunk
+        if len(body) > limit:
+            raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
     return bytes(body)
 
 
@@ -176,13 +213,11 @@ async def pump(
     failure: GatewayError | None = None
     while True:
         try:
-            chunk = await resp.content.readany()
-        except aiohttp.ServerTimeoutError:
-            failure = upstream.error("upstream_timeout", "stopped sending")
-            break
-        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-            if not ctx.gateway.closing.is_set():
-                failure = upstream.error("upstream_bad_response", f"broke off: {type(exc).__name__}")
+            chunk = await read_chunk(upstream, resp)
+        except GatewayError as exc:
+            # At shutdown the gateway itself cut the stream: that is no upstream failure.
+            if exc.reason.name == "upstream_timeout" or not ctx.gateway.closing.is_set():
+                failure = exc
             break
         if not chunk:
             break
@@ -241,11 +276,11 @@ def list_filter(ctx: RequestContext) -> Rewrite | None:
 def rewrite_json(body: bytes, rewrite: Rewrite) -> bytes | None:
     """The rewritten body; ``None`` when it is not JSON (never pass unfiltered what must be filtered)."""
     try:
-        message = json.loads(body)
+        message = jsonrpc.loads(body)
+        changed = rewrite(message) if isinstance(message, dict) else None
+        return body if changed is None else jsonrpc.dumps(changed)
     except ValueError:
         return None
-    changed = rewrite(message) if isinstance(message, dict) else None
-    return body if changed is None else jsonrpc.dumps(changed)
 
 
 def sse_rewriter(rewrite: Rewrite) -> Callable[[bytes], bytes]:
@@ -258,14 +293,19 @@ def sse_rewriter(rewrite: Rewrite) -> Callable[[bytes], bytes]:
 
 
 def rewrite_event(event: SSEEvent, rewrite: Rewrite) -> bytes:
+    """One event of a stream that must be rewritten; one that cannot be read ends the stream.
+
+    Relaying an unreadable event untouched would pass unfiltered what must be filtered (a
+    client's parser may read what ours refused), so the stream fails closed instead.
+    """
     data = event.data
     if data:
         try:
-            message = json.loads(data)
+            message = jsonrpc.loads(data)
+            if isinstance(message, dict) and (changed := rewrite(message)) is not None:
+                data = jsonrpc.dumps(changed).decode()
         except ValueError:
-            message = None
-        if isinstance(message, dict) and (changed := rewrite(message)) is not None:
-            data = jsonrpc.dumps(changed).decode()
+            raise SSEError("an event is not a readable JSON-RPC message") from None
     return encode_event(data, event=event.event, id=event.id, retry=event.retry)
 
 
@@ -283,20 +323,20 @@ async def read_initialize_result(
     if resp.content_type != "text/event-stream":
         body = await read_upstream(upstream, resp, MAX_INITIALIZE_BODY)
         try:
-            message = json.loads(body)
+            message = jsonrpc.loads(body)
         except ValueError:
             raise bad_status(upstream, resp, "answered initialize with invalid JSON") from None
         return body, message if isinstance(message, dict) else None
     parser = SSEParser()
     raw = bytearray()
     while len(raw) <= MAX_INITIALIZE_BODY:
-        chunk = await resp.content.readany()
+        chunk = await read_chunk(upstream, resp)
         if not chunk:
             break
         raw += chunk
         for event in parser.feed(chunk):
             try:
-                message = json.loads(event.data)
+                message = jsonrpc.loads(event.data)
             except ValueError:
                 continue
             if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
@@ -318,10 +358,19 @@ async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -
             owner=ctx.identity.client_id,
             scope=ctx.endpoint,
             protocol_version=str(version or jsonrpc.DEFAULT_NEGOTIATED_VERSION),
-            init_params=ctx.message.params,
+            init_params=ctx.reopen_params or {},
             upstream_sessions={upstream.name: resp.headers.get(SESSION_HEADER)},
+            client=ctx.client_key,
         )
-        await ctx.gateway.sessions.create(session)
+        try:
+            evicted = await ctx.gateway.sessions.create(session)
+        except GatewayError:
+            # Full after all (concurrent initializes): the upstream session just opened is an orphan.
+            ctx.gateway.end_upstream_sessions_soon([session])
+            raise
+        if evicted:
+            log.info("client at its session limit: evicted %d least recently used session(s)", len(evicted))
+            ctx.gateway.end_upstream_sessions_soon(evicted)
         ctx.session = session  # client_headers then names it in the answer
     ctx.response = web.Response(status=200, body=body, headers=client_headers(ctx, resp))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -129,3 +131,70 @@ async def raw_upstream(handler: Callable[[web.Request], Any]) -> AsyncIterator[t
         yield f"http://127.0.0.1:{runner.addresses[0][1]}/mcp", runner
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class RawResponse:
+    """An HTTP answer read off a socket, for requests no HTTP client library would send."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_exchange(port: int, request: bytes, timeout: float = 15.0) -> RawResponse | None:
+    """Send ``request`` bytes as they are, read until the server closes; ``None`` if it said nothing.
+
+    Blocking on purpose: usable from a hypothesis test and, through ``asyncio.to_thread``, from an
+    async one. ``timeout`` bounds every read, so a gateway that hangs fails the test, not CI.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # the server may answer and close before taking it all
+            sock.sendall(request)
+        data = bytearray()
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return parse_raw_response(bytes(data)) if data else None
+
+
+def parse_raw_response(data: bytes) -> RawResponse:
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        decoded, rest = bytearray(), body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            decoded += rest[:size]
+            rest = rest[size + 2 :]
+        body = bytes(decoded)
+    return RawResponse(int(status_line.split(" ")[1]), headers, body)
+
+
+def raw_request(method: str, path: str, headers: Mapping[str, str | bytes] | None = None, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request as bytes, ``Connection: close``; header values may be raw bytes."""
+    lines = [f"{method} {path} HTTP/1.1".encode("latin-1"), b"Host: 127.0.0.1", b"Connection: close"]
+    for name, value in (headers or {}).items():
+        lines.append(name.encode("latin-1") + b": " + (value if isinstance(value, bytes) else value.encode()))
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def port_of(gw: RunningGateway) -> int:
+    return int(gw.url.rsplit(":", 1)[1])

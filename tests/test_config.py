@@ -84,8 +84,45 @@ def test_full_config_server_and_sessions(full: Config) -> None:
         max_body_bytes=4194304,
         workers=1,
         ready_when="all",
+        header_timeout=5.0,
+        body_timeout=60.0,
+        keepalive_timeout=120.0,
+        max_header_bytes=16384,
+        max_headers=64,
     )
-    assert full.sessions == SessionsConfig(backend="memory", redis_url="redis://127.0.0.1:6379/0", idle_timeout=1800.0)
+    assert full.sessions == SessionsConfig(
+        backend="memory",
+        redis_url="redis://127.0.0.1:6379/0",
+        idle_timeout=1800.0,
+        max_sessions=500,
+        max_per_client=20,
+    )
+
+
+def test_listener_and_session_limits_reach_what_runs() -> None:
+    """The limits are not only parsed: the gateway's store and the listener are built with them."""
+    from mcpgate.gateway import Gateway
+    from mcpgate.server import build_app, make_runner
+
+    config = load(
+        MINIMAL + "server: {header_timeout: 2s, keepalive_timeout: 9s, max_header_bytes: 4096, max_headers: 32}\n"
+        "sessions: {max_sessions: 7, max_per_client: 3}\n",
+        check_support=True,
+    )
+    store = Gateway.from_config(config).sessions
+    assert (store.max_sessions, store.max_per_client) == (7, 3)
+    runner = make_runner(build_app(config), config)
+    assert runner._header_timeout == 2.0
+    assert runner._kwargs["keepalive_timeout"] == 9.0
+    assert (runner._kwargs["max_field_size"], runner._kwargs["max_headers"]) == (4096, 32)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["server: {header_timeout: 0}", "server: {max_header_bytes: 10}", "sessions: {max_sessions: 0}"],
+)
+def test_limits_must_be_sane(bad: str) -> None:
+    assert problems(MINIMAL + bad + "\n")
 
 
 def test_full_config_upstreams(full: Config) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -113,3 +114,32 @@ def test_error_table_is_stable_and_clear_of_spec_codes() -> None:
         },
     }
     assert error.status == 429
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000])
+def test_nesting_too_deep_is_a_parse_error(body: bytes) -> None:
+    with pytest.raises(GatewayError) as caught:
+        jsonrpc.parse(body)
+    assert caught.value.reason.name == "parse_error"
+    with pytest.raises(ValueError):
+        jsonrpc.loads(body)
+
+
+def test_dumps_always_renders_valid_json() -> None:
+    lone = {"id": "\ud800", "text": "caf\u00e9"}
+    out = jsonrpc.dumps(lone)
+    assert out.isascii() and json.loads(out) == lone
+    assert jsonrpc.dumps({"text": "caf\u00e9"}) == '{"text":"caf\u00e9"}'.encode()  # UTF-8, not escaped
+    deep: object = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError):
+        jsonrpc.dumps(deep)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("2025-11-25", "2025-11-25"), ("2026-07-28\udcff", None), ("a\nb", None), ("x" * 65, None), ("\u00e9", None)],
+)
+def test_printable(value: str, shown: str | None) -> None:
+    assert jsonrpc.printable(value) == shown

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mcpgate.sessions import MemorySessionStore, Session, new_session_id
+import pytest
+
+from mcpgate.errors import GatewayError
+from mcpgate.sessions import MAX_REOPEN_PARAMS, MemorySessionStore, Session, new_session_id, reopen_params
 
 
 class Clock:
@@ -13,8 +16,9 @@ class Clock:
         return self.now
 
 
-def make(sid: str | None = None) -> Session:
+def make(sid: str | None = None, client: str = "addr:127.0.0.1") -> Session:
     return Session(
+        client=client,
         id=sid or new_session_id(),
         owner="anonymous",
         scope="demo",
@@ -67,3 +71,72 @@ async def test_idle_sessions_expire_and_use_keeps_them_alive() -> None:
 def test_json_round_trip() -> None:
     session = make()
     assert Session.from_json(session.to_json()) == session
+
+
+async def test_a_full_store_refuses_new_sessions_and_counts_them() -> None:
+    store = MemorySessionStore(idle_timeout=60, max_sessions=2)
+    await store.create(make("a", client="x"))
+    await store.create(make("b", client="y"))
+    for attempt in (store.admit(), store.create(make("c", client="z"))):
+        with pytest.raises(GatewayError) as refused:
+            await attempt
+        assert refused.value.reason.name == "session_limit"
+        assert refused.value.status == 503 and refused.value.headers["Retry-After"]
+    assert (len(store), store.refused) == (2, 2)
+    await store.delete("a")
+    await store.admit()  # room again
+
+
+async def test_a_client_at_its_cap_loses_its_least_recently_used_session() -> None:
+    clock = Clock()
+    store = MemorySessionStore(idle_timeout=600, max_per_client=2, clock=clock)
+    for sid in ("old", "used"):
+        session = make(sid, client="alice")
+        session.last_seen = clock.now
+        await store.create(session)
+        clock.now += 1
+    assert await store.create(make("bob-1", client="bob")) == []  # another client is not affected
+    clock.now += 1
+    await store.get("old")  # now "used" is the least recently used of alice's
+    evicted = await store.create(make("new", client="alice"))
+    assert [s.id for s in evicted] == ["used"]
+    assert store.evicted == 1
+    assert await store.get("used") is None
+    assert {s for s in ("old", "new", "bob-1") if await store.get(s)} == {"old", "new", "bob-1"}
+
+
+async def test_expiry_and_deletion_keep_the_per_client_count_right() -> None:
+    clock = Clock()
+    store = MemorySessionStore(idle_timeout=10, max_per_client=1, clock=clock)
+    first = make("first", client="alice")
+    first.last_seen = clock.now
+    await store.create(first)
+    clock.now += 20
+    assert [s.id for s in await store.expire()] == ["first"]
+    assert await store.create(make("second", client="alice")) == []  # nothing left to evict
+    await store.delete("second")
+    assert await store.create(make("third", client="alice")) == []
+    assert len(store) == 1
+
+
+def test_reopen_params_keep_what_reopening_needs() -> None:
+    params = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"roots": {"listChanged": True}},
+        "clientInfo": {"name": "c", "version": "1", "title": "C", "icons": [{"src": "data:" + "A" * 100_000}]},
+        "extra": "x" * 100_000,
+    }
+    assert reopen_params(params) == {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"roots": {"listChanged": True}},
+        "clientInfo": {"name": "c", "title": "C", "version": "1"},
+    }
+    assert reopen_params({}) == {}
+
+
+def test_reopen_params_are_bounded() -> None:
+    with pytest.raises(GatewayError) as too_big:
+        reopen_params({"capabilities": {"experimental": {"pad": "x" * MAX_REOPEN_PARAMS}}})
+    assert too_big.value.status == 400
+    assert too_big.value.data == {"limit": MAX_REOPEN_PARAMS}
+    assert "pad" not in too_big.value.message and "xxxx" not in too_big.value.message

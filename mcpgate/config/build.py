@@ -82,6 +82,9 @@ _SERVER: Converters = {
     "workers": int,
     "max_body_bytes": int,
     "shutdown_timeout": _seconds,
+    "header_timeout": _seconds,
+    "body_timeout": _seconds,
+    "keepalive_timeout": _seconds,
     "allowed_origins": _one_or_many,
     "ready_when": lambda value: value if isinstance(value, str) else tuple(value),
 }

@@ -49,6 +49,12 @@ class ServerConfig:
     ready_when: str | tuple[str, ...] = "all"
     # Grace period for in-flight calls at shutdown; open streams end at once regardless.
     shutdown_timeout: float = 10.0
+    # Slow clients hold connections and memory: bound how long headers and bodies may take.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    max_header_bytes: int = 8190
+    max_headers: int = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,8 @@ class SessionsConfig:
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     idle_timeout: float = 1800.0
+    max_sessions: int = 10_000
+    max_per_client: int = 1_000
 
 
 @dataclass(frozen=True, slots=True)

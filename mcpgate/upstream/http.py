@@ -8,6 +8,7 @@ request path only copies the allowlisted client headers on top.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ SESSION_HEADER: Final = "Mcp-Session-Id"
 
 POST_ACCEPT: Final = "application/json, text/event-stream"
 STREAM_ACCEPT: Final = "text/event-stream"
+LARGE_BODY: Final = 1024 * 1024
 
 Health = Literal["unknown", "healthy", "unhealthy"]
 
@@ -122,6 +124,12 @@ class HttpUpstream:
         for key, value in client_headers.items():
             lower = key.lower()
             if lower in FORWARDED_HEADERS or lower.startswith(PARAM_HEADER_PREFIX):
+                if not value.isascii():
+                    # MCP sends values that are not header-safe as =?base64?...?=; raw bytes
+                    # beyond ASCII cannot be relayed faithfully, so they are refused, not mangled.
+                    raise GatewayError(
+                        "invalid_request", f"Header {key[:64]} must be ASCII (use the =?base64?...?= form)"
+                    )
                 headers[key] = value
         headers["Accept"] = accept
         if session_id is not None:
@@ -132,15 +140,18 @@ class HttpUpstream:
         self, method: str, headers: Mapping[str, str], body: bytes | None = None, *, stream: bool = False
     ) -> aiohttp.ClientResponse:
         """Send one request; network failures become gateway errors (502/504) here, once."""
+        data: bytes | io.BytesIO | None = body
+        if body is not None and len(body) > LARGE_BODY:
+            data = io.BytesIO(body)  # aiohttp sends large bytes in one write, and warns about it
         try:
             if not stream:
                 return await self.session.request(
-                    method, self.url, data=body, headers=headers, timeout=self.call_timeout, allow_redirects=False
+                    method, self.url, data=data, headers=headers, timeout=self.call_timeout, allow_redirects=False
                 )
             # A stream may idle forever once open, but its headers must come as promptly as any answer.
             async with asyncio.timeout(self.config.timeout):
                 return await self.session.request(
-                    method, self.url, data=body, headers=headers, timeout=self.stream_timeout, allow_redirects=False
+                    method, self.url, data=data, headers=headers, timeout=self.stream_timeout, allow_redirects=False
                 )
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise self.error("upstream_timeout", f"did not answer within {self.config.timeout:g}s") from None
