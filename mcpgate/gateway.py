@@ -71,7 +71,10 @@ class Gateway:
 
     async def close(self) -> None:
         if self._chores:
-            await asyncio.wait(self._chores, timeout=self.config.server.shutdown_timeout)
+            _, late = await asyncio.wait(self._chores, timeout=self.config.server.shutdown_timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
