@@ -35,6 +35,10 @@ _REASONS = (
     Reason("bad_http_request", -32600, 400, "Malformed HTTP request"),
     Reason("headers_too_large", -32600, 431, "Request header fields too large"),
     Reason("internal_error", -32603, 500, "Internal gateway error"),
+    Reason("method_not_found", -32601, 404, "Method not found"),
+    Reason("invalid_params", -32602, 400, "Invalid params"),
+    # A protocol answer, not a transport rejection: HTTP 200, like an MCP server's own.
+    Reason("unknown_name", -32602, 200, "No upstream offers this tool, prompt or resource"),
     # Gateway codes.
     Reason("session_required", -32060, 400, "Mcp-Session-Id header is required"),
     Reason("session_not_found", -32061, 404, "Session not found or expired; initialize a new one"),
@@ -60,7 +64,7 @@ REASONS: Mapping[str, Reason] = {r.name: r for r in _REASONS}
 class GatewayError(Exception):
     """A rejection with a stable reason; ``message`` is for humans and must never hold secrets."""
 
-    __slots__ = ("data", "headers", "message", "reason")
+    __slots__ = ("_status", "data", "headers", "message", "reason")
 
     def __init__(
         self,
@@ -69,8 +73,11 @@ class GatewayError(Exception):
         *,
         data: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        status: int | None = None,
     ) -> None:
         self.reason = REASONS[reason]
+        # Rarely, the era decides: a legacy client reads 404 as "session gone", a modern one as "no such method".
+        self._status = status
         self.message = message or self.reason.message
         self.data = dict(data) if data else {}
         self.headers = dict(headers) if headers else {}
@@ -78,7 +85,7 @@ class GatewayError(Exception):
 
     @property
     def status(self) -> int:
-        return self.reason.status
+        return self.reason.status if self._status is None else self._status
 
     @property
     def code(self) -> int:

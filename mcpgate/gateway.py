@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from mcpgate.config.model import Config
+from mcpgate.federation import LISTED_AS
+from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 
@@ -30,6 +32,10 @@ class Gateway:
     config: Config
     upstreams: dict[str, HttpUpstream]
     sessions: SessionStore
+    router: Router
+    # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
+    catalogue: Catalogue = field(default_factory=Catalogue)
+    _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
     # Set when shutdown begins: long-lived streams end, new work is refused.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     # Open upstream responses of long-lived streams (GET), closed at shutdown so they end at once.
@@ -55,7 +61,7 @@ class Gateway:
         store = MemorySessionStore(
             sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
         )
-        return cls(config, upstreams, store)
+        return cls(config, upstreams, store, Router(config.routing, config.upstreams))
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -118,6 +124,14 @@ class Gateway:
                     resp.release()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 log.debug("ending upstream session on %s failed: %s", name, type(exc).__name__)
+
+    def remember_list(self, upstream: str, method: str, names: list[str]) -> None:
+        """Record what an upstream lists; the catalogue is rebuilt only when that changed."""
+        known = self._listed.setdefault(upstream, {})
+        kind = LISTED_AS[method]
+        if known.get(kind) != (kept := tuple(names)):
+            known[kind] = kept
+            self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
 
     def end_upstream_sessions_soon(self, sessions: list[Session]) -> None:
         """End evicted sessions' upstream sessions without making the request that evicted them wait."""

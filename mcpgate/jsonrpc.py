@@ -133,6 +133,13 @@ def decode_header_value(value: str) -> str:
     return value
 
 
+def encode_header_value(value: str) -> str:
+    """A value as an MCP header: as it is when header-safe, else the ``=?base64?…?=`` form."""
+    if value.isascii() and value.isprintable() and value == value.strip() and not value.startswith("=?"):
+        return value
+    return "=?base64?" + base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii") + "?="
+
+
 def is_modern(version: str | None) -> bool:
     return version in MODERN_VERSIONS
 

@@ -26,13 +26,14 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
-from mcpgate import jsonrpc
+from mcpgate import jsonrpc, proxy, unified
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
 from mcpgate.jsonrpc import Message
 from mcpgate.listener import render_error
-from mcpgate.proxy import forward
+from mcpgate.routing import Route
 from mcpgate.sessions import Session, reopen_params
+from mcpgate.unified import UNIFIED
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 
 log = logging.getLogger("mcpgate.pipeline")
@@ -70,6 +71,7 @@ class RequestContext:
     session: Session | None = None
     reopen_params: dict[str, Any] | None = None  # what a session opened by this initialize keeps
     upstream: HttpUpstream | None = None
+    route: Route | None = None  # unified endpoint: where the call goes and under which name
     response: web.StreamResponse | None = None
     error: GatewayError | None = None
 
@@ -258,6 +260,9 @@ async def resolve_session(ctx: RequestContext) -> None:
 
 
 async def route(ctx: RequestContext) -> None:
+    if ctx.endpoint == UNIFIED:
+        await unified.route(ctx)
+        return
     upstream = ctx.gateway.upstreams.get(ctx.endpoint)
     if upstream is None:
         configured = ctx.gateway.config.upstream(ctx.endpoint)
@@ -276,12 +281,13 @@ async def route(ctx: RequestContext) -> None:
 
 async def authorize(ctx: RequestContext) -> None:
     """The upstream's own exposure filter now; the policy engine plugs in here later."""
-    assert ctx.upstream is not None
+    if ctx.upstream is None:  # answered by the gateway itself
+        return
     tools = ctx.upstream.config.tools
     if tools.is_open or not isinstance(ctx.message, Message):
         return
     if ctx.message.method == "tools/call":
-        name = ctx.message.name or ""
+        name = ctx.route.name if ctx.route is not None else ctx.message.name or ""
         if not tools.permits(name):
             raise GatewayError(
                 "forbidden",
@@ -297,7 +303,18 @@ async def rate_limit(ctx: RequestContext) -> None:
     """No limits configured yet: the token-bucket stage plugs in here."""
 
 
-# -- 8. forward is in proxy.py; 9. record ----------------------------------------------------
+# -- 8. forward ------------------------------------------------------------------------------
+
+
+async def forward(ctx: RequestContext) -> None:
+    """Per-server requests are relayed as bytes (``proxy``); the unified endpoint's are answered or routed."""
+    if ctx.endpoint == UNIFIED:
+        await unified.forward(ctx)
+    else:
+        await proxy.forward(ctx)
+
+
+# -- 9. record -------------------------------------------------------------------------------
 
 
 def record(ctx: RequestContext) -> None:

@@ -48,13 +48,7 @@ async def forward(ctx: RequestContext) -> None:
         await end_session(ctx, ctx.session)
         return
     stream = ctx.request.method == "GET"
-    sent_sid = ctx.session.upstream_sessions.get(ctx.upstream.name) if ctx.session else None
-    resp = await send(ctx, ctx.upstream)
-    if resp.status == 404 and sent_sid is not None and ctx.session is not None and not ctx.is_initialize:
-        # The upstream forgot its session (restart, expiry): open a new one, retry once.
-        resp.release()
-        await reopen_upstream_session(ctx, ctx.session, ctx.upstream, stale=sent_sid)
-        resp = await send(ctx, ctx.upstream)
+    resp = await exchange(ctx, ctx.upstream)
     try:
         if ctx.is_initialize and resp.status == 200:
             await answer_initialize(ctx, resp)
@@ -64,12 +58,33 @@ async def forward(ctx: RequestContext) -> None:
         resp.release()
 
 
-async def send(ctx: RequestContext, upstream: HttpUpstream) -> aiohttp.ClientResponse:
+async def exchange(
+    ctx: RequestContext, upstream: HttpUpstream, *, body: bytes | None = None, mcp_name: str | None = None
+) -> aiohttp.ClientResponse:
+    """Send the client's request upstream; an upstream that forgot its session gets a new one, once."""
+    sent_sid = ctx.session.upstream_sessions.get(upstream.name) if ctx.session else None
+    resp = await send(ctx, upstream, body, mcp_name)
+    if resp.status == 404 and sent_sid is not None and ctx.session is not None and not ctx.is_initialize:
+        # The upstream forgot its session (restart, expiry): open a new one, retry once.
+        resp.release()
+        await reopen_upstream_session(ctx, ctx.session, upstream, stale=sent_sid)
+        resp = await send(ctx, upstream, body, mcp_name)
+    return resp
+
+
+async def send(
+    ctx: RequestContext, upstream: HttpUpstream, body: bytes | None = None, mcp_name: str | None = None
+) -> aiohttp.ClientResponse:
+    """``body`` and ``mcp_name`` replace the client's where the unified endpoint renamed the call."""
     method = ctx.request.method
     upstream_sid = ctx.session.upstream_sessions.get(upstream.name) if ctx.session else None
     accept = POST_ACCEPT if method == "POST" else STREAM_ACCEPT
     headers = upstream.headers_for(ctx.request.headers, accept=accept, session_id=upstream_sid)
-    return await upstream.send(method, headers, ctx.body if method == "POST" else None, stream=method == "GET")
+    if mcp_name is not None and "Mcp-Name" in headers:
+        headers["Mcp-Name"] = jsonrpc.encode_header_value(mcp_name)
+    if method != "POST":
+        return await upstream.send(method, headers, None, stream=method == "GET")
+    return await upstream.send(method, headers, ctx.body if body is None else body)
 
 
 def client_headers(ctx: RequestContext, resp: aiohttp.ClientResponse) -> dict[str, str]:
@@ -312,8 +327,19 @@ def rewrite_event(event: SSEEvent, rewrite: Rewrite) -> bytes:
 # -- sessions ----------------------------------------------------------------------------------
 
 
+async def read_response(
+    upstream: HttpUpstream, resp: aiohttp.ClientResponse, request_id: jsonrpc.RequestId, *, limit: int
+) -> dict[str, Any] | None:
+    """The decoded response to a request of the gateway's own (JSON or SSE), within ``limit`` bytes."""
+    return (await read_initialize_result(upstream, resp, request_id, limit=limit))[1]
+
+
 async def read_initialize_result(
-    upstream: HttpUpstream, resp: aiohttp.ClientResponse, request_id: jsonrpc.RequestId | None
+    upstream: HttpUpstream,
+    resp: aiohttp.ClientResponse,
+    request_id: jsonrpc.RequestId | None,
+    *,
+    limit: int = MAX_INITIALIZE_BODY,
 ) -> tuple[bytes, dict[str, Any] | None]:
     """The raw answer and the decoded response to ``request_id``.
 
@@ -321,15 +347,15 @@ async def read_initialize_result(
     open afterwards must not hold the handshake hostage.
     """
     if resp.content_type != "text/event-stream":
-        body = await read_upstream(upstream, resp, MAX_INITIALIZE_BODY)
+        body = await read_upstream(upstream, resp, limit)
         try:
             message = jsonrpc.loads(body)
         except ValueError:
-            raise bad_status(upstream, resp, "answered initialize with invalid JSON") from None
+            raise bad_status(upstream, resp, "answered with invalid JSON") from None
         return body, message if isinstance(message, dict) else None
     parser = SSEParser()
     raw = bytearray()
-    while len(raw) <= MAX_INITIALIZE_BODY:
+    while len(raw) <= limit:
         chunk = await read_chunk(upstream, resp)
         if not chunk:
             break
@@ -341,7 +367,7 @@ async def read_initialize_result(
                 continue
             if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
                 return bytes(raw), message
-    raise bad_status(upstream, resp, "never answered initialize")
+    raise bad_status(upstream, resp, "never answered the request")
 
 
 async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
@@ -386,10 +412,17 @@ async def reopen_upstream_session(
     async with ctx.gateway.session_lock(session.id):
         if session.upstream_sessions.get(upstream.name) != stale:
             return
-        await _reinitialize(ctx, session, upstream)
+        await _reinitialize(ctx, session, upstream, lost=True)
 
 
-async def _reinitialize(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
+async def open_upstream_session(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
+    """A unified session's first use of an upstream: open its session with the client's own params."""
+    async with ctx.gateway.session_lock(session.id):
+        if upstream.name not in session.upstream_sessions:  # another call may have just opened it
+            await _reinitialize(ctx, session, upstream, lost=False)
+
+
+async def _reinitialize(ctx: RequestContext, session: Session, upstream: HttpUpstream, *, lost: bool) -> None:
     request_id = f"mcpgate-reinit-{new_session_id()[:8]}"
     body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": session.init_params})
     headers = upstream.headers_for({"Content-Type": "application/json"}, accept=POST_ACCEPT, session_id=None)
@@ -414,7 +447,10 @@ async def _reinitialize(ctx: RequestContext, session: Session, upstream: HttpUps
     notify.release()
     session.upstream_sessions[upstream.name] = new_sid
     await ctx.gateway.sessions.save(session)
-    log.info("re-opened the session of upstream %s after it answered 404", upstream.name)
+    if lost:
+        log.info("re-opened the session of upstream %s after it answered 404", upstream.name)
+    else:
+        log.debug("opened a session with upstream %s for a unified session", upstream.name)
 
 
 async def end_session(ctx: RequestContext, session: Session) -> None:

@@ -23,6 +23,7 @@ from mcpgate import __version__, jsonrpc, pipeline
 from mcpgate.config.model import Config
 from mcpgate.gateway import Gateway, StartupError
 from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats
+from mcpgate.unified import UNIFIED
 
 log = logging.getLogger("mcpgate.server")
 
@@ -34,6 +35,10 @@ MCP_METHODS: Final = pipeline.ALLOWED_METHODS
 async def mcp_handler(request: web.Request) -> web.StreamResponse:
     ctx = pipeline.RequestContext(request, request.app[GATEWAY], request.match_info["name"])
     return await pipeline.run(ctx)
+
+
+async def unified_handler(request: web.Request) -> web.StreamResponse:
+    return await pipeline.run(pipeline.RequestContext(request, request.app[GATEWAY], UNIFIED))
 
 
 async def liveness(request: web.Request) -> web.Response:
@@ -89,6 +94,8 @@ def build_app(config: Config) -> web.Application:
     for path in ("/servers/{name}/mcp", "/mcp/{name}"):
         for method in MCP_METHODS:
             app.router.add_route(method, path, mcp_handler)
+    for method in MCP_METHODS:
+        app.router.add_route(method, "/mcp", unified_handler)
     for path in ("/healthz", "/health", "/live"):
         app.router.add_get(path, liveness)
     for path in ("/readyz", "/ready"):

@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SERVER = ROOT / "examples" / "servers" / "demo_server.py"
+NAMED_SERVER = ROOT / "tests" / "servers" / "named_server.py"
 
 
 def free_port() -> int:
@@ -47,11 +48,11 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def start_demo_server(port: int) -> subprocess.Popen[bytes]:
+def start_demo_server(port: int, script: Path = DEMO_SERVER, *args: str) -> subprocess.Popen[bytes]:
     # Output goes to a file, never an unread pipe: a chatty server would block on a full pipe.
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            [sys.executable, str(DEMO_SERVER), "--port", str(port)],
+            [sys.executable, str(script), "--port", str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -73,3 +74,18 @@ def mcp_upstream_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def named_upstreams() -> Iterator[dict[str, str]]:
+    """Two real MCP servers that say who they are (tests/servers/named_server.py): alpha and beta."""
+    procs, urls = [], {}
+    try:
+        for name in ("alpha", "beta"):
+            port = free_port()
+            procs.append(start_demo_server(port, NAMED_SERVER, "--name", name))
+            urls[name] = f"http://127.0.0.1:{port}/mcp"
+        yield urls
+    finally:
+        for proc in procs:
+            stop_process(proc)

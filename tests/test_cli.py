@@ -244,7 +244,6 @@ UNENFORCED = {
     "auth: {api_keys: [{id: a, key: k}]}": "auth",
     "policy: {default: deny}": "policy",
     "rate_limit: {default: {capacity: 1, refill_per_second: 1}}": "rate_limit",
-    "routing: [{match: {method: '*'}, upstream: demo}]": "routing",
     "observability: {audit: {enabled: true}}": "observability.audit.enabled",
     "observability: {metrics: {path: /m}}": "observability.metrics.enabled",
 }
@@ -280,7 +279,7 @@ def test_unserved_upstreams_are_errors_for_start_but_described_by_routes(describ
     checked = invoke("validate", "-c", str(described_file))
     assert checked.exit_code == 1
     paths = [m["path"] for line in checked.stderr.splitlines() if (m := ISSUE_LINE.match(line))]
-    assert paths == ["upstreams.files.command", "routing"]
+    assert paths == ["upstreams.files.command"]
     assert "s3cret" not in checked.stderr
     assert invoke("routes", "-c", str(described_file)).exit_code == 0
     assert invoke("list-servers", "-c", str(described_file)).exit_code == 0

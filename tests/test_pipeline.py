@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from mcpgate import pipeline
-from mcpgate.proxy import forward
 
 
 def test_stage_order_is_pinned() -> None:
@@ -20,7 +19,7 @@ def test_stage_order_is_pinned() -> None:
         "rate_limit",
         "forward",
     ]
-    assert pipeline.STAGES[-1] is forward
+    assert pipeline.STAGES[-1] is pipeline.forward
 
 
 @pytest.mark.parametrize(

@@ -273,7 +273,6 @@ def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
         ("auth", "authentication"),
         ("policy", "access policy"),
         ("rate_limit", "rate limiting"),
-        ("routing", "routing for the unified endpoint /mcp"),
     ):
         if section in data:
             yield Finding((section,), f"{what} {_NOT_YET}", "key")

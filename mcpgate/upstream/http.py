@@ -21,6 +21,7 @@ from yarl import URL
 from mcpgate import __version__, jsonrpc
 from mcpgate.config.model import UpstreamConfig
 from mcpgate.errors import GatewayError
+from mcpgate.sse import SSEParser
 
 log = logging.getLogger("mcpgate.upstream")
 
@@ -43,7 +44,7 @@ Health = Literal["unknown", "healthy", "unhealthy"]
 class UpstreamState:
     """What the heartbeat knows; read by /readyz, metrics and list-servers."""
 
-    __slots__ = ("checked_at", "failures", "health", "last_error", "latency_ms", "protocol")
+    __slots__ = ("capabilities", "checked_at", "failures", "health", "last_error", "latency_ms", "protocol")
 
     def __init__(self) -> None:
         self.health: Health = "unknown"
@@ -52,6 +53,8 @@ class UpstreamState:
         self.latency_ms: float | None = None
         self.checked_at: float | None = None
         self.protocol: str | None = None
+        # From the upstream's server/discover answer; None while unknown (or legacy-only).
+        self.capabilities: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -197,11 +200,13 @@ class HttpUpstream:
         try:
             async with asyncio.timeout(hb.timeout):
                 async with self.session.post(self.url, data=body, headers=headers, allow_redirects=False) as resp:
-                    await resp.read()
+                    answer = await resp.read()
                     if resp.status >= 500 or resp.status in (401, 403, 407):
                         error = f"HTTP {resp.status}"
                     else:
                         protocol = "2026-07-28" if resp.status == 200 else "legacy"
+                        if resp.status == 200:
+                            self.state.capabilities = discovered_capabilities(answer, resp.content_type)
         except TimeoutError:
             error = f"no answer within {hb.timeout:g}s"
         except aiohttp.ClientError as exc:
@@ -232,6 +237,20 @@ class HttpUpstream:
             except Exception:  # a bug in probing must not kill the heartbeat
                 log.exception("heartbeat of upstream %s failed", self.name)
             await asyncio.sleep(self.config.heartbeat.interval)
+
+
+def discovered_capabilities(body: bytes, content_type: str) -> dict[str, Any] | None:
+    """The capabilities in a ``server/discover`` answer (JSON, or SSE whose data is the answer)."""
+    if content_type == "text/event-stream":
+        events = SSEParser().feed(body + b"\n\n")
+        body = events[-1].data.encode() if events else b""
+    try:
+        message = jsonrpc.loads(body)
+    except ValueError:
+        return None
+    result = message.get("result") if isinstance(message, dict) else None
+    capabilities = result.get("capabilities") if isinstance(result, dict) else None
+    return capabilities if isinstance(capabilities, dict) else None
 
 
 def describe_network_error(exc: BaseException) -> str:

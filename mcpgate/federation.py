@@ -1,0 +1,138 @@
+"""The unified endpoint's pure part: what the gateway says as one MCP server made of many.
+
+Merging lists, uniting capabilities, negotiating the protocol version and shaping the answers
+the gateway gives itself. No I/O: ``unified.py`` fetches, this decides. Every list is merged so
+that what is listed is exactly what is callable: an item stays only when the router would send
+its call back to the upstream that listed it, under the name the upstream knows it by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mcpgate import __version__, jsonrpc
+from mcpgate.routing import LIST_KIND, Catalogue, Kind, ListedKind, Router
+
+SERVER_INFO: Final = {"name": "mcpgate", "version": __version__}
+INSTRUCTIONS: Final = "mcpgate: one MCP server made of several; tool and prompt names may carry a server prefix."
+
+# The key under which each list method's result carries its items, and the field naming an item.
+LIST_KEYS: Final[Mapping[str, tuple[str, str]]] = {
+    "tools/list": ("tools", "name"),
+    "prompts/list": ("prompts", "name"),
+    "resources/list": ("resources", "uri"),
+    "resources/templates/list": ("resourceTemplates", "uriTemplate"),
+}
+# What a list method lists, as the routing catalogue files it.
+LISTED_AS: Final[Mapping[str, ListedKind]] = {
+    "tools/list": "tool",
+    "prompts/list": "prompt",
+    "resources/list": "resource",
+    "resources/templates/list": "template",
+}
+# What the call of each kind is, to check that a listed item routes back where it came from.
+CALL_OF: Final[Mapping[Kind, str]] = {"tool": "tools/call", "prompt": "prompts/get", "resource": "resources/read"}
+# Assumed for an upstream whose capabilities are not known yet (a legacy-only server the
+# heartbeat cannot ask): everything the gateway can route, so nothing reachable is hidden.
+ASSUMED_CAPABILITIES: Final[Mapping[str, Any]] = {
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "completions": {},
+    "logging": {},
+}
+ROUTED_CAPABILITIES: Final = ("tools", "prompts", "resources", "completions", "logging")
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One upstream's answer to a list request, drained across its pages."""
+
+    upstream: str
+    items: tuple[dict[str, Any], ...]
+    ttl_ms: int | None = None
+    private: bool = False
+
+
+def union_capabilities(known: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """The gateway's capabilities: those of its upstreams, merged; ``None`` stands for unknown."""
+    merged: dict[str, Any] = {}
+    for capabilities in known:
+        source = ASSUMED_CAPABILITIES if capabilities is None else capabilities
+        for key in ROUTED_CAPABILITIES:
+            value = source.get(key)
+            if isinstance(value, dict):
+                slot = merged.setdefault(key, {})
+                # A flag any upstream offers, the gateway offers (it relays or answers it).
+                slot.update({flag: True for flag, on in value.items() if on is True})
+    return merged
+
+
+def negotiate_legacy(requested: object) -> str:
+    """The client's version when the gateway speaks it, else the newest legacy one (the spec's rule)."""
+    if isinstance(requested, str) and requested in jsonrpc.LEGACY_VERSIONS:
+        return requested
+    return jsonrpc.LATEST_LEGACY
+
+
+def initialize_result(version: str, capabilities: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "protocolVersion": version,
+        "capabilities": dict(capabilities),
+        "serverInfo": dict(SERVER_INFO),
+        "instructions": INSTRUCTIONS,
+    }
+
+
+def discover_result(capabilities: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "supportedVersions": list(jsonrpc.MODERN_VERSIONS),
+        "capabilities": dict(capabilities),
+        "instructions": INSTRUCTIONS,
+        "resultType": "complete",
+        "ttlMs": 0,
+        "cacheScope": "public",
+        "_meta": {"io.modelcontextprotocol/serverInfo": dict(SERVER_INFO)},
+    }
+
+
+def item_name(method: str, item: object) -> str | None:
+    key = LIST_KEYS[method][1]
+    value = item.get(key) if isinstance(item, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def merge_list(method: str, answers: Sequence[Listed], router: Router, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """The items of every answer, renamed as clients see them, each only if its call routes back."""
+    kind = LIST_KIND[method]
+    merged: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for answer in answers:
+        for item in answer.items:
+            name = item_name(method, item)
+            if name is None:
+                continue
+            exposed = router.exposed_name(answer.upstream, kind, name)
+            if exposed in seen:
+                continue
+            if method != "resources/templates/list":
+                route = router.route(CALL_OF[kind], (kind, exposed), catalogue)
+                if route is None or route.upstream != answer.upstream or route.name != name:
+                    continue
+            seen.add(exposed)
+            key = LIST_KEYS[method][1]
+            merged.append(item if exposed == name else {**item, key: exposed})
+    return merged
+
+
+def list_result(method: str, items: list[dict[str, Any]], answers: Sequence[Listed], modern: bool) -> dict[str, Any]:
+    """The merged answer; 2026-07-28 results also say how long they may be cached, and by whom."""
+    result: dict[str, Any] = {LIST_KEYS[method][0]: items}
+    if modern:
+        ttls = [a.ttl_ms for a in answers if a.ttl_ms is not None]
+        result["resultType"] = "complete"
+        result["ttlMs"] = min(ttls) if ttls else 0
+        result["cacheScope"] = "private" if any(a.private for a in answers) else "public"
+    return result

@@ -1,0 +1,308 @@
+"""The unified endpoint ``/mcp``: every upstream behind one MCP server (DESIGN section 5).
+
+This is the imperative shell around ``routing`` (which upstream) and ``federation`` (what the
+merged answers say). The gateway answers ``initialize``, ``server/discover``, ``ping`` and the
+lists itself; every call goes to the upstream the router picks, renamed as that upstream knows
+it, and its answer streams back through the same relay as the per-server endpoint's.
+
+Legacy clients get a gateway session whose upstream sessions are opened lazily, on first use,
+with the client's own ``initialize`` params; 2026-07-28 clients are stateless end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import web
+
+from mcpgate import federation, jsonrpc
+from mcpgate.errors import GatewayError
+from mcpgate.federation import LIST_KEYS, Listed
+from mcpgate.jsonrpc import Message
+from mcpgate.proxy import (
+    end_session,
+    exchange,
+    open_upstream_session,
+    read_response,
+    relay,
+    reopen_upstream_session,
+)
+from mcpgate.routing import CALL_KIND, LIST_KIND, addressed_item
+from mcpgate.sessions import Session, new_session_id
+from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, HttpUpstream
+
+if TYPE_CHECKING:
+    from mcpgate.pipeline import RequestContext
+
+log = logging.getLogger("mcpgate.unified")
+
+UNIFIED: Final = "*"  # the endpoint name and session scope of /mcp
+MAX_PAGES: Final = 20  # upstream list pages drained into one answer
+MAX_LIST_BODY: Final = 16 * 1024 * 1024
+# Methods the gateway answers itself, from what it knows or by asking every upstream.
+ANSWERED: Final = frozenset({"initialize", "ping", "server/discover", "logging/setLevel", *LIST_KEYS})
+_ids = itertools.count(1)
+
+
+# -- route: which upstream, or the gateway itself --------------------------------------------
+
+
+async def route(ctx: RequestContext) -> None:
+    """Pick the upstream for a call (``ctx.route``); leave it ``None`` when the gateway answers."""
+    if ctx.request.method != "POST":
+        if ctx.request.method == "GET":
+            # No merged server-to-client stream yet: the spec lets a server say so with 405.
+            raise GatewayError("method_not_allowed", "The unified endpoint offers no GET stream", headers=_ALLOW)
+        return  # DELETE ends the session: forward does it
+    message = ctx.message
+    if isinstance(message, list):
+        raise GatewayError("batch_not_supported", "JSON-RPC batches are not accepted on the unified endpoint")
+    assert message is not None
+    if message.kind != "request" or message.method in ANSWERED:
+        return
+    assert message.method is not None
+    item = addressed_item(message.method, message.params)
+    gateway = ctx.gateway
+    found = gateway.router.route(message.method, item, gateway.catalogue)
+    if found is None and item is not None:
+        # Perhaps an upstream gained it since its list was last seen: look once more, then decide.
+        await refresh_catalogue(ctx, item[0])
+        found = gateway.router.route(message.method, item, gateway.catalogue)
+    if found is None:
+        if item is None:
+            raise GatewayError(
+                "method_not_found",
+                f"Method not found: {message.method[:64]!r}",
+                status=404 if ctx.era == "modern" else 200,
+            )
+        kind, name = item
+        raise GatewayError("unknown_name", f"Unknown {kind}: {name[:128]!r}", data={kind: name[:128]})
+    upstream = gateway.upstreams.get(found.upstream)
+    if upstream is None:
+        raise GatewayError("upstream_unavailable", f"Upstream {found.upstream!r} is not served yet")
+    ctx.upstream, ctx.route = upstream, found
+
+
+_ALLOW: Final = {"Allow": "POST, DELETE"}
+
+
+# -- forward: answer, or relay the routed call -------------------------------------------------
+
+
+async def forward(ctx: RequestContext) -> None:
+    if ctx.request.method == "DELETE":
+        if ctx.session is None:  # a modern client has no session to end
+            raise GatewayError("method_not_allowed", "No session to end", headers=_ALLOW)
+        await end_session(ctx, ctx.session)
+        return
+    message = ctx.message
+    assert isinstance(message, Message)
+    if ctx.route is not None:
+        await forward_call(ctx, message)
+    elif message.kind != "request":
+        await relay_notification(ctx, message)
+    else:
+        assert message.method is not None
+        result = await answer(ctx, message.method, message)
+        ctx.response = rpc_response(ctx, message.id, result)
+
+
+async def forward_call(ctx: RequestContext, message: Message) -> None:
+    upstream, target = ctx.upstream, ctx.route
+    assert upstream is not None
+    assert target is not None
+    assert message.method is not None
+    body: bytes | None = None  # None: the client's own bytes, untouched
+    name: str | None = None
+    if CALL_KIND.get(message.method) in ("tool", "prompt") or message.method == "completion/complete":
+        body, name = renamed(message, target.name)
+    if ctx.session is not None:
+        await ensure_upstream_session(ctx, ctx.session, upstream)
+    resp = await exchange(ctx, upstream, body=body, mcp_name=name)
+    try:
+        await relay(ctx, resp, rewrite=None, long_lived=False)
+    finally:
+        resp.release()
+
+
+def renamed(message: Message, name: str) -> tuple[bytes | None, str | None]:
+    """The body with the upstream's own name for the tool or prompt; ``None`` when unchanged."""
+    params = message.params
+    if message.method == "completion/complete":
+        ref = params.get("ref")
+        if not isinstance(ref, dict) or ref.get("type") != "ref/prompt" or ref.get("name") == name:
+            return None, None
+        raw = {**message.raw, "params": {**params, "ref": {**ref, "name": name}}}
+        return jsonrpc.dumps(raw), None
+    if params.get("name") == name:
+        return None, None
+    return jsonrpc.dumps({**message.raw, "params": {**params, "name": name}}), name
+
+
+async def relay_notification(ctx: RequestContext, message: Message) -> None:
+    """Notifications (``initialized``, ``cancelled``, ``roots/list_changed``) reach every open upstream session."""
+    session = ctx.session
+    if session is not None and message.method != "notifications/initialized":
+        targets = [u for name, u in ctx.gateway.upstreams.items() if name in session.upstream_sessions]
+        await asyncio.gather(*(notify(ctx, session, u, message.raw) for u in targets), return_exceptions=True)
+    ctx.response = web.Response(status=202, headers=_session_header(ctx))
+
+
+async def notify(ctx: RequestContext, session: Session, upstream: HttpUpstream, raw: dict[str, Any]) -> None:
+    headers = _upstream_headers(ctx, upstream, str(raw.get("method")))
+    resp = await upstream.send("POST", headers, jsonrpc.dumps(raw))
+    resp.release()
+
+
+async def answer(ctx: RequestContext, method: str, message: Message) -> dict[str, Any]:
+    """What the gateway says itself: the handshake, ``ping``, merged lists, fanned-out settings."""
+    gateway = ctx.gateway
+    if method == "initialize":
+        version = federation.negotiate_legacy(message.params.get("protocolVersion"))
+        session = Session(
+            id=new_session_id(),
+            owner=ctx.identity.client_id,
+            scope=UNIFIED,
+            protocol_version=version,
+            init_params=ctx.reopen_params or {},
+            client=ctx.client_key,
+        )
+        evicted = await gateway.sessions.create(session)
+        gateway.end_upstream_sessions_soon(evicted)
+        ctx.session = session
+        return federation.initialize_result(version, capabilities(ctx))
+    if method == "server/discover":
+        return federation.discover_result(capabilities(ctx))
+    if method == "ping":
+        return {}
+    if method == "logging/setLevel":
+        await fan_out(ctx, method, message.params, gateway.upstreams.values())
+        return {}
+    if message.params.get("cursor") is not None:
+        raise GatewayError("invalid_params", "Invalid cursor: the unified endpoint answers lists in one page")
+    answers = await list_everywhere(ctx, method)
+    items = federation.merge_list(method, answers, gateway.router, gateway.catalogue)
+    return federation.list_result(method, items, answers, modern=ctx.era == "modern")
+
+
+def capabilities(ctx: RequestContext) -> dict[str, Any]:
+    return federation.union_capabilities(u.state.capabilities for u in ctx.gateway.upstreams.values())
+
+
+def rpc_response(ctx: RequestContext, request_id: jsonrpc.RequestId | None, result: dict[str, Any]) -> web.Response:
+    body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return web.Response(body=body, content_type="application/json", headers=_session_header(ctx))
+
+
+def _session_header(ctx: RequestContext) -> dict[str, str] | None:
+    return {SESSION_HEADER: ctx.session.id} if ctx.session is not None else None
+
+
+# -- asking upstreams on the client's behalf ---------------------------------------------------
+
+
+async def list_everywhere(ctx: RequestContext, method: str) -> list[Listed]:
+    """Every target upstream's list, in file order; one that fails is left out, not fatal."""
+    gateway = ctx.gateway
+    kind = LIST_KIND[method]
+    targets = [gateway.upstreams[n] for n in gateway.router.list_targets(kind) if n in gateway.upstreams]
+    results = await asyncio.gather(*(list_one(ctx, u, method) for u in targets), return_exceptions=True)
+    answers: list[Listed] = []
+    for upstream, result in zip(targets, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, GatewayError | TimeoutError):
+                raise result
+            log.warning("left %s out of %s: %s", upstream.name, method, getattr(result, "message", "timed out"))
+            continue
+        answers.append(result)
+    return answers
+
+
+async def list_one(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
+    """One upstream's list, drained across its pages (bounded), remembered for routing."""
+    key = LIST_KEYS[method][0]
+    items: list[dict[str, Any]] = []
+    ttl: int | None = None
+    private = False
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        params: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
+        result = await ask(ctx, upstream, method, params)
+        page = result.get(key)
+        if isinstance(page, list):
+            items += [item for item in page if isinstance(item, dict)]
+        if isinstance(result.get("ttlMs"), int):
+            ttl = result["ttlMs"] if ttl is None else min(ttl, result["ttlMs"])
+        private = private or result.get("cacheScope") == "private"
+        cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
+        if cursor is None:
+            break
+    if method == "tools/list" and not upstream.config.tools.is_open:
+        permits = upstream.config.tools.permits
+        items = [t for t in items if permits(str(t.get("name", "")))]
+    names = [n for item in items if (n := federation.item_name(method, item)) is not None]
+    ctx.gateway.remember_list(upstream.name, method, names)
+    return Listed(upstream.name, tuple(items), ttl, private)
+
+
+async def refresh_catalogue(ctx: RequestContext, kind: str) -> None:
+    methods = {"tool": ("tools/list",), "prompt": ("prompts/list",)}.get(
+        kind, ("resources/list", "resources/templates/list")
+    )
+    for method in methods:
+        await list_everywhere(ctx, method)
+
+
+async def fan_out(ctx: RequestContext, method: str, params: dict[str, Any], upstreams: Any) -> None:
+    results = await asyncio.gather(*(ask(ctx, u, method, params) for u in upstreams), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, GatewayError | TimeoutError):
+            raise result
+
+
+async def ask(ctx: RequestContext, upstream: HttpUpstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One request of the gateway's own to an upstream, in the client's era; its result or an error."""
+    session = ctx.session
+    if session is not None:
+        await ensure_upstream_session(ctx, session, upstream)
+    elif isinstance(ctx.message, Message):
+        params = {**params, "_meta": ctx.message.params.get("_meta", {})}
+    request_id = f"mcpgate-{next(_ids)}"
+    body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+    for attempt in range(2):
+        sent_sid = session.upstream_sessions.get(upstream.name) if session is not None else None
+        resp = await upstream.send("POST", _upstream_headers(ctx, upstream, method), body)
+        try:
+            if resp.status == 404 and sent_sid is not None and session is not None and attempt == 0:
+                resp.release()
+                await reopen_upstream_session(ctx, session, upstream, stale=sent_sid)
+                continue
+            if resp.status != 200:
+                raise upstream.error("upstream_bad_response", f"answered {method} with HTTP {resp.status}")
+            message = await read_response(upstream, resp, request_id, limit=MAX_LIST_BODY)
+        finally:
+            resp.release()
+        break
+    result = message.get("result") if message else None
+    if not isinstance(result, dict):
+        raise upstream.error("upstream_bad_response", f"answered {method} without a result")
+    return result
+
+
+def _upstream_headers(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Any:
+    session = ctx.session
+    if session is not None:
+        client = {"Content-Type": "application/json", "MCP-Protocol-Version": session.protocol_version}
+        return upstream.headers_for(client, accept=POST_ACCEPT, session_id=session.upstream_sessions.get(upstream.name))
+    modern = jsonrpc.MODERN_VERSIONS[0]
+    client = {"Content-Type": "application/json", "MCP-Protocol-Version": modern, "Mcp-Method": method}
+    return upstream.headers_for(client, accept=POST_ACCEPT, session_id=None)
+
+
+async def ensure_upstream_session(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
+    """Open the upstream's session on first use, with the client's own initialize params."""
+    if upstream.name not in session.upstream_sessions:
+        await open_upstream_session(ctx, session, upstream)

@@ -1,0 +1,74 @@
+"""A second kind of real MCP server for the unified endpoint's tests: it says who it is.
+
+Two instances with different ``--name``s behind one gateway show which upstream answered a
+call, where the demo server's identical twins could not. Built on the official SDK.
+
+    python tests/servers/named_server.py --name alpha --port 9100
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mcp.server.mcpserver import Context, MCPServer
+
+
+def build(name: str) -> MCPServer:
+    server = MCPServer(f"named-{name}")
+
+    @server.tool()
+    def whoami() -> str:
+        """Say which server this is."""
+        return name
+
+    @server.tool()
+    def add(a: int, b: int) -> str:
+        """Add, and say who did it."""
+        return f"{name}:{a + b}"
+
+    @server.tool(name=f"only_{name}")
+    def only() -> str:
+        """A tool no other instance has."""
+        return f"only {name}"
+
+    @server.tool()
+    async def steps(count: int, ctx: Context) -> str:
+        """Report progress, then answer."""
+        for done in range(1, count + 1):
+            await ctx.report_progress(done, count, f"{name} step {done}")
+        return f"{name} done"
+
+    @server.resource(f"named://{name}/info", mime_type="text/plain")
+    def info() -> str:
+        """This server's own resource."""
+        return f"info from {name}"
+
+    @server.resource("named://shared")
+    def shared() -> str:
+        """A URI every instance lists: the first in file order serves it."""
+        return f"shared from {name}"
+
+    @server.resource(f"named://{name}/items/{{item}}")
+    def item(item: str) -> str:
+        """A template of this server's."""
+        return f"{name} item {item}"
+
+    @server.prompt()
+    def greet(who: str) -> str:
+        """A prompt that says who answers."""
+        return f"{name} greets {who}"
+
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    build(args.name).run("streamable-http", host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

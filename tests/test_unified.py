@@ -1,0 +1,204 @@
+"""The unified endpoint /mcp, end to end: two real SDK servers behind it, the official client in front.
+
+alpha has no prefix and beta has ``prefix: beta``, and both have tools named ``add`` and
+``whoami``: the merged lists show ``add`` (alpha's, by the catalogue) and ``beta__add`` (beta's,
+by its prefix), and every listed item is callable where the list says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcpgate.config.model import Glob, RouteMatch, RoutingRule, UpstreamConfig
+from tests.conftest import free_port
+from tests.gateway_harness import (
+    LEGACY,
+    POST_HEADERS,
+    RunningGateway,
+    initialize,
+    make_config,
+    modern_call,
+    modern_headers,
+    read_messages,
+    rpc,
+    running_gateway,
+    session_headers,
+)
+
+pytestmark = pytest.mark.e2e
+
+MODES = ["legacy", "2026-07-28", "auto"]
+
+
+def upstreams(urls: dict[str, str]) -> dict[str, str | UpstreamConfig]:
+    return {
+        "alpha": urls["alpha"],
+        "beta": UpstreamConfig(name="beta", transport="streamable-http", url=urls["beta"], prefix="beta"),
+    }
+
+
+@asynccontextmanager
+async def unified(urls: dict[str, str], *rules: RoutingRule) -> AsyncIterator[RunningGateway]:
+    config = replace(make_config(upstreams(urls)), routing=tuple(rules))
+    async with running_gateway(config) as gw:
+        yield gw
+
+
+@asynccontextmanager
+async def client(url: str, mode: str) -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as c:
+            yield c
+
+
+def text(result: Any) -> str:
+    return str(result.content[0].text)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_one_server_made_of_two(named_upstreams: dict[str, str], mode: str) -> None:
+    async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
+        tools = {t.name for t in (await c.list_tools()).tools}
+        assert tools == {
+            "whoami", "add", "only_alpha", "steps",
+            "beta__whoami", "beta__add", "beta__only_beta", "beta__steps",
+        }  # fmt: skip
+        assert text(await c.call_tool("whoami", {})) == "alpha"
+        assert text(await c.call_tool("beta__whoami", {})) == "beta"
+        assert text(await c.call_tool("beta__add", {"a": 2, "b": 3})) == "beta:5"
+        assert text(await c.call_tool("only_alpha", {})) == "only alpha"
+
+        resources = {str(r.uri) for r in (await c.list_resources()).resources}
+        assert resources == {"named://alpha/info", "named://beta/info", "named://shared"}
+        assert (await c.read_resource("named://beta/info")).contents[0].text == "info from beta"  # type: ignore[union-attr]
+        assert (await c.read_resource("named://shared")).contents[0].text == "shared from alpha"  # type: ignore[union-attr]
+        templates = {t.uri_template for t in (await c.list_resource_templates()).resource_templates}
+        assert templates == {"named://alpha/items/{item}", "named://beta/items/{item}"}
+        item = await c.read_resource("named://beta/items/7")
+        assert item.contents[0].text == "beta item 7"  # type: ignore[union-attr]
+
+        prompts = {p.name for p in (await c.list_prompts()).prompts}
+        assert prompts == {"greet", "beta__greet"}
+        greeting = await c.get_prompt("beta__greet", {"who": "you"})
+        assert greeting.messages[0].content.text == "beta greets you"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_streams_through_the_unified_endpoint(named_upstreams: dict[str, str], mode: str) -> None:
+    seen: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message)
+
+    async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
+        result = await c.call_tool("beta__steps", {"count": 3}, progress_callback=on_progress)
+    assert text(result) == "beta done"
+    assert seen == ["beta step 1", "beta step 2", "beta step 3"]
+
+
+async def test_a_rule_takes_a_name_away(named_upstreams: dict[str, str]) -> None:
+    to_beta = RoutingRule(0, RouteMatch(method=Glob.compile("tools/call"), tool=Glob.compile("whoami")), "beta")
+    async with unified(named_upstreams, to_beta) as gw, client(gw.url + "/mcp", "auto") as c:
+        assert text(await c.call_tool("whoami", {})) == "beta"  # the rule, before the catalogue
+        tools = {t.name for t in (await c.list_tools()).tools}
+        assert "whoami" not in tools  # alpha's whoami is no longer callable, so it is not listed
+        assert "beta__whoami" in tools
+
+
+async def test_a_catch_all_rule_leaves_one_upstream(named_upstreams: dict[str, str]) -> None:
+    everything = RoutingRule(0, RouteMatch(method=Glob.compile("*")), "alpha")
+    async with unified(named_upstreams, everything) as gw, client(gw.url + "/mcp", "legacy") as c:
+        tools = {t.name for t in (await c.list_tools()).tools}
+        assert tools == {"whoami", "add", "only_alpha", "steps"}
+
+
+async def test_unknown_tool_names_the_tool(named_upstreams: dict[str, str]) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        call = modern_call("tools/call", {"name": "nope", "arguments": {}}, id=4)
+        async with http.post(gw.url + "/mcp", json=call, headers=modern_headers("tools/call", "nope")) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        assert body["id"] == 4
+        assert body["error"]["code"] == -32602
+        assert body["error"]["data"] == {"reason": "unknown_name", "tool": "nope"}
+        sid = await initialize(http, gw.url + "/mcp")
+        async with http.post(gw.url + "/mcp", json=rpc("nope/nope", {}), headers=session_headers(sid)) as resp:
+            assert resp.status == 200  # a legacy client would take a 404 for "session gone"
+            assert (await resp.json())["error"]["code"] == -32601
+
+
+async def test_the_gateway_answers_the_handshake_itself(named_upstreams: dict[str, str]) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        async with http.post(gw.url + "/mcp", json=rpc("initialize", params), headers=POST_HEADERS) as resp:
+            assert resp.status == 200
+            sid = resp.headers["Mcp-Session-Id"]
+            result = (await resp.json())["result"]
+        assert result["protocolVersion"] == LEGACY
+        assert result["serverInfo"]["name"] == "mcpgate"
+        assert {"tools", "resources", "prompts"} <= set(result["capabilities"])
+        session = await gw.gateway.sessions.get(sid)
+        assert session is not None and session.scope == "*"
+        assert session.upstream_sessions == {}  # opened lazily, on first use
+        async with http.post(gw.url + "/mcp", json=rpc("ping", {}), headers=session_headers(sid)) as resp:
+            assert (await resp.json())["result"] == {}
+        async with http.post(
+            gw.url + "/mcp", json=modern_call("server/discover"), headers=modern_headers("server/discover")
+        ) as resp:
+            discover = (await resp.json())["result"]
+        assert discover["supportedVersions"] == ["2026-07-28"]
+        assert discover["resultType"] == "complete"
+        # A per-server session is not a unified one, and the other way round.
+        async with http.post(gw.endpoint("alpha"), json=rpc("tools/list"), headers=session_headers(sid)) as resp:
+            assert resp.status == 404
+
+
+async def test_an_upstream_that_is_down_drops_out_of_lists(named_upstreams: dict[str, str]) -> None:
+    urls = {**named_upstreams, "beta": f"http://127.0.0.1:{free_port()}/mcp"}
+    async with unified(urls) as gw, aiohttp.ClientSession() as http:
+        async with http.post(
+            gw.url + "/mcp", json=modern_call("tools/list"), headers=modern_headers("tools/list")
+        ) as r:
+            assert r.status == 200
+            names = {t["name"] for t in (await r.json())["result"]["tools"]}
+        assert names == {"whoami", "add", "only_alpha", "steps"}
+        call = modern_call("tools/call", {"name": "beta__whoami", "arguments": {}})
+        async with http.post(gw.url + "/mcp", json=call, headers=modern_headers("tools/call", "beta__whoami")) as r:
+            assert r.status == 502
+            assert (await r.json())["error"]["data"]["reason"] == "upstream_unreachable"
+
+
+async def test_legacy_session_opens_upstream_sessions_lazily_and_delete_ends_them(
+    named_upstreams: dict[str, str],
+) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        url = gw.url + "/mcp"
+        sid = await initialize(http, url)
+        call = rpc("tools/call", {"name": "beta__whoami", "arguments": {}})
+        async with http.post(url, json=call, headers=session_headers(sid)) as resp:
+            messages = await read_messages(resp)
+        assert messages[-1]["result"]["content"][0]["text"] == "beta"
+        session = await gw.gateway.sessions.get(sid)
+        assert session is not None and list(session.upstream_sessions) == ["beta"]
+        async with http.delete(url, headers=session_headers(sid)) as resp:
+            assert resp.status == 200
+        async with http.post(url, json=rpc("ping", {}), headers=session_headers(sid)) as resp:
+            assert resp.status == 404
+
+
+async def test_renamed_calls_carry_the_upstreams_own_name_in_mcp_name(named_upstreams: dict[str, str]) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        call = modern_call("tools/call", {"name": "beta__add", "arguments": {"a": 1, "b": 1}})
+        async with http.post(gw.url + "/mcp", json=call, headers=modern_headers("tools/call", "beta__add")) as r:
+            assert r.status == 200, await r.text()  # the SDK server checks Mcp-Name against the body
+            messages = await read_messages(r)
+        assert messages[-1]["result"]["content"][0]["text"] == "beta:2"
