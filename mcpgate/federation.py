@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mcpgate import __version__, jsonrpc
-from mcpgate.routing import LIST_KIND, Catalogue, Kind, ListedKind, Router
+from mcpgate.routing import CALL_OF_KIND, LIST_KIND, Catalogue, ListedKind, Router
 
 SERVER_INFO: Final = {"name": "mcpgate", "version": __version__}
 INSTRUCTIONS: Final = "mcpgate: one MCP server made of several; tool and prompt names may carry a server prefix."
@@ -26,14 +26,7 @@ LIST_KEYS: Final[Mapping[str, tuple[str, str]]] = {
     "resources/templates/list": ("resourceTemplates", "uriTemplate"),
 }
 # What a list method lists, as the routing catalogue files it.
-LISTED_AS: Final[Mapping[str, ListedKind]] = {
-    "tools/list": "tool",
-    "prompts/list": "prompt",
-    "resources/list": "resource",
-    "resources/templates/list": "template",
-}
-# What the call of each kind is, to check that a listed item routes back where it came from.
-CALL_OF: Final[Mapping[Kind, str]] = {"tool": "tools/call", "prompt": "prompts/get", "resource": "resources/read"}
+LISTED_AS: Final[Mapping[str, ListedKind]] = {**LIST_KIND, "resources/templates/list": "template"}
 # Assumed for an upstream whose capabilities are not known yet (a legacy-only server the
 # heartbeat cannot ask): everything the gateway can route, so nothing reachable is hidden.
 ASSUMED_CAPABILITIES: Final[Mapping[str, Any]] = {
@@ -118,7 +111,7 @@ def merge_list(method: str, answers: Sequence[Listed], router: Router, catalogue
             if exposed in seen:
                 continue
             if method != "resources/templates/list":
-                route = router.route(CALL_OF[kind], (kind, exposed), catalogue)
+                route = router.route(CALL_OF_KIND[kind], (kind, exposed), catalogue)
                 if route is None or route.upstream != answer.upstream or route.name != name:
                     continue
             seen.add(exposed)

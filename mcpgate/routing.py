@@ -44,7 +44,7 @@ LIST_KIND: Final[Mapping[str, Kind]] = {
 }
 
 # The call whose routing decides where a list of that kind fans out: listing what cannot be called is useless.
-_CALL_OF_KIND: Final[Mapping[Kind, str]] = {"tool": "tools/call", "prompt": "prompts/get", "resource": "resources/read"}
+CALL_OF_KIND: Final[Mapping[Kind, str]] = {"tool": "tools/call", "prompt": "prompts/get", "resource": "resources/read"}
 # Every (method, kind) an implicit route can serve; report() asks which explicit rules cover all of them.
 _NAMED_CALLS: Final[tuple[tuple[str, Kind], ...]] = (
     ("tools/call", "tool"),
@@ -310,7 +310,7 @@ class Router:
         rules add every upstream (prefixed ones by prefix, all of them by the catalogue). The caller still keeps an
         item only if ``route`` sends its call back to the same upstream under the same name.
         """
-        call = _CALL_OF_KIND[kind]
+        call = CALL_OF_KIND[kind]
         targets = set()
         for rule, globs in zip(self._rules, self._globs, strict=True):
             if not rule.match.method.matches(call) or any(k != kind for k, _ in globs):
