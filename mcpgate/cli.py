@@ -21,6 +21,8 @@ import click
 
 from mcpgate import __version__
 from mcpgate.cli_output import (
+    check_dict,
+    check_text,
     describe_bind_error,
     emit_json,
     health_line,
@@ -28,10 +30,10 @@ from mcpgate.cli_output import (
     issue_dict,
     print_issues,
     routes_text,
-    rule_dict,
     server_info,
     server_route,
     servers_table,
+    unified_dict,
 )
 from mcpgate.observability.logging import DEFAULT_REDACT, LEVELS, Redactor, configure_logging
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     # `--version` and `health --url` (a Docker HEALTHCHECK, run every few seconds) must not pay.
     # The verbs that load a config import it where they need it.
     from mcpgate.config import Config, UpstreamConfig
+    from mcpgate.routing import Router
     from mcpgate.upstream.probe import ProbeResult
 
 EXIT_OK: Final = 0
@@ -327,32 +330,72 @@ def schema(config_path: str | None, log_level: str | None, log_format: str | Non
 # -- routes ------------------------------------------------------------------------------------
 
 
-@main.command(short_help="Show the HTTP routes a configuration serves")
+@main.command(short_help="Show the HTTP routes and the unified endpoint's routing table")
+@click.option(
+    "--check",
+    "check_method",
+    metavar="METHOD",
+    help="Say which rule and upstream a request would take (NAME: the tool, prompt or resource URI).",
+)
+@click.argument("name", required=False)
 @json_option("the routes")
 @shared_options
-def routes(config_path: str | None, log_level: str | None, log_format: str | None, as_json: bool) -> None:
-    """Show which path reaches which upstream, and the routing rules of the unified endpoint.
+def routes(
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    as_json: bool,
+    check_method: str | None,
+    name: str | None,
+) -> None:
+    """Show which path reaches which upstream, and how the unified endpoint /mcp routes calls.
 
-    Each upstream has its own endpoint /servers/<name>/mcp (alias /mcp/<name>). Streamable HTTP
-    upstreams are served today; stdio and sse upstreams are listed but not served yet. The
-    routing rules are listed in file order (first match wins) with the index used in error
-    messages (routing[0] is the first rule); they apply to the unified endpoint /mcp, which is
-    not served yet.
+    Each upstream has its own endpoint /servers/<name>/mcp (alias /mcp/<name>). On /mcp a call
+    takes the first of: the routing rules in file order (routing[0] first), the implicit rule of
+    each upstream with a prefix (names starting with <prefix>__), and the catalogue fallback (a
+    name or URI an upstream lists). Rules that can never match, upstreams that nothing reaches and
+    prefixes that make names clients reject are flagged.
+
+    With --check METHOD [NAME], print the route one request would take and exit 0, or exit 1
+    when nothing routes it. The catalogue needs the upstreams' lists, so --check says when only
+    the catalogue could decide.
 
     \b
     Examples:
       mcpgate routes -c mcpgate.yml
-      mcpgate routes -c mcpgate.yml --json | jq '.servers[].path'
+      mcpgate routes -c mcpgate.yml --check tools/call github__search_issues
+      mcpgate routes -c mcpgate.yml --json | jq '.unified.unreachable'
     """
+    from mcpgate.routing import Router
+
     config = load_for_reading(config_path, log_level, log_format)
+    router = Router(config.routing, config.upstreams)
+    if check_method is not None:
+        exit_with_check(router, check_method, name, as_json)
+    if name is not None:
+        raise click.UsageError("NAME goes with --check METHOD")
     redactor = Redactor(config.observability.logging.redact)
     servers = [server_route(u, redactor) for u in config.upstreams]
-    rules = [rule_dict(rule) for rule in config.routing]
+    table = unified_dict(router.report())
     if as_json:
-        emit_json({"servers": servers, "unified": {"path": "/mcp", "served": False, "rules": rules}})
+        emit_json({"servers": servers, "unified": table})
         sys.exit(EXIT_OK)
-    click.echo(routes_text(servers, rules))
+    click.echo(routes_text(servers, table))
     sys.exit(EXIT_OK)
+
+
+def exit_with_check(router: Router, method: str, name: str | None, as_json: bool) -> NoReturn:
+    from mcpgate.routing import CALL_KIND
+
+    if name is not None and method not in CALL_KIND:
+        raise click.UsageError(f"--check takes a NAME only with {', '.join(CALL_KIND)}")
+    found = router.check(method, name)
+    verdict = check_dict(method, name, found)
+    if as_json:
+        emit_json(verdict)
+    else:
+        click.echo(check_text(verdict))
+    sys.exit(EXIT_OK if found is not None else EXIT_FAILURE)
 
 
 # -- list-servers ------------------------------------------------------------------------------

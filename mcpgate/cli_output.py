@@ -18,8 +18,8 @@ import click
 
 if TYPE_CHECKING:
     from mcpgate.config import ConfigError, ConfigIssue, UpstreamConfig
-    from mcpgate.config.model import RoutingRule
     from mcpgate.observability.logging import Redactor
+    from mcpgate.routing import Route, RoutingReport
 
 
 # -- shared ------------------------------------------------------------------------------------
@@ -90,32 +90,79 @@ def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]
     }
 
 
-def rule_dict(rule: RoutingRule) -> dict[str, Any]:
-    match = {"method": rule.match.method.pattern}
-    for field in ("tool", "resource", "prompt"):
-        glob = getattr(rule.match, field)
-        if glob is not None:
-            match[field] = glob.pattern
-    return {"index": rule.index, "match": match, "upstream": rule.upstream}
+def unified_dict(report: RoutingReport) -> dict[str, Any]:
+    """The unified endpoint's compiled table, for ``routes --json`` and the text below."""
+    return {
+        "path": "/mcp",
+        "served": True,
+        "rules": [
+            {"index": r.index, "match": dict(r.match), "upstream": r.upstream, "shadowed_by": r.shadowed_by}
+            for r in report.rules
+        ],
+        "prefixes": [
+            {"upstream": upstream, "prefix": prefix, "shadowed_by": report.prefix_shadowed_by.get(upstream)}
+            for upstream, prefix in report.prefixes
+        ],
+        "catalogue": {"shadowed_by": report.catalogue_shadowed_by},
+        "unreachable": list(report.unreachable),
+        "unsafe_prefixes": list(report.unsafe_prefixes),
+    }
 
 
 def format_match(match: Mapping[str, str]) -> str:
     return " ".join(f"{key}={value}" for key, value in match.items())
 
 
-def routes_text(servers: Sequence[Mapping[str, Any]], rules: Sequence[Mapping[str, Any]]) -> str:
-    """The per-server paths, then the unified endpoint's rules (if any) in file order."""
+def _shadowed(index: int | None) -> str:
+    return "" if index is None else f"never matches: routing[{index}] takes it all first"
+
+
+def routes_text(servers: Sequence[Mapping[str, Any]], unified: Mapping[str, Any]) -> str:
+    """The per-server paths, then the unified endpoint's table in the order it is consulted."""
     headers = ("PATH", "UPSTREAM", "TRANSPORT", "TARGET", "STATUS")
     keys = ("path", "upstream", "transport", "target", "status")
     lines = [render_table(headers, [[s[k] for k in keys] for s in servers]), "Each path is also served as /mcp/<name>."]
-    if rules:
-        rows = [[str(r["index"]), format_match(r["match"]), r["upstream"]] for r in rules]
-        lines += [
-            "",
-            "Routing rules for the unified endpoint /mcp (not served yet), first match wins:",
-            render_table(("#", "MATCH", "UPSTREAM"), rows),
+    rows = [
+        [str(r["index"]), format_match(r["match"]), r["upstream"], _shadowed(r["shadowed_by"])]
+        for r in unified["rules"]
+    ]
+    rows += [
+        ["-", f"name={p['prefix']}*", p["upstream"], _shadowed(p["shadowed_by"]) or "prefix (stripped)"]
+        for p in unified["prefixes"]
+    ]
+    rows.append(
+        [
+            "-",
+            "listed by an upstream",
+            "(first in file order)",
+            _shadowed(unified["catalogue"]["shadowed_by"]) or "catalogue",
         ]
+    )
+    lines += ["", "The unified endpoint /mcp; a call takes the first row that matches:"]
+    lines.append(render_table(("#", "MATCH", "UPSTREAM", "NOTE"), rows))
+    if unified["unreachable"]:
+        lines.append(f"Unreachable through /mcp (nothing routes to them): {', '.join(unified['unreachable'])}")
+    if unified["unsafe_prefixes"]:
+        names = ", ".join(unified["unsafe_prefixes"])
+        lines.append(
+            f"Prefixes that make tool names Claude and OpenAI clients reject (^[a-zA-Z0-9_-]{{1,64}}$): {names}"
+        )
     return "\n".join(lines)
+
+
+def check_dict(method: str, name: str | None, found: Route | None) -> dict[str, Any]:
+    route = None if found is None else {"upstream": found.upstream, "name": found.name, "via": found.via}
+    return {"method": method, "name": name, "route": route}
+
+
+def check_text(verdict: Mapping[str, Any]) -> str:
+    request = " ".join(part for part in (verdict["method"], verdict["name"]) if part)
+    route = verdict["route"]
+    if route is None:
+        catalogue = " unless an upstream lists it (the catalogue fallback, known only at run time)"
+        return f"{request}: no rule or prefix routes it{catalogue if verdict['name'] else ''}"
+    renamed = f" as {route['name']}" if route["name"] and route["name"] != verdict["name"] else ""
+    return f"{request} -> {route['upstream']}{renamed} (by {route['via']})"
 
 
 # -- list-servers ------------------------------------------------------------------------------

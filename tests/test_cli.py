@@ -317,11 +317,15 @@ def test_routes_table(described_file: Path) -> None:
     assert lines[3].startswith("/servers/files/mcp")
     assert lines[3].endswith("not served yet (stdio upstreams land later)")
     assert "/mcp/<name>" in out
-    assert "unified endpoint /mcp" in out and "not served yet" in out
+    assert "The unified endpoint /mcp" in out
     rules = lines[lines.index(next(line for line in lines if line.startswith("#"))) :]
-    assert rules[0].split() == ["#", "MATCH", "UPSTREAM"]
+    assert rules[0].split() == ["#", "MATCH", "UPSTREAM", "NOTE"]
     assert rules[1].split() == ["0", "method=tools/call", "tool=math.*", "demo"]
     assert rules[2].split() == ["1", "method=*", "kb"]
+    # demo's prefix rule and the catalogue come after routing[1], which takes every call.
+    assert rules[3].split()[:3] == ["-", "name=demo__*", "demo"]
+    assert rules[3].endswith("never matches: routing[1] takes it all first")
+    assert rules[4].startswith("-  listed by an upstream") and rules[4].endswith("routing[1] takes it all first")
 
 
 def test_routes_columns_are_aligned(described_file: Path) -> None:
@@ -347,20 +351,69 @@ def test_routes_json(described_file: Path) -> None:
     assert [s["served"] for s in data["servers"]] == [True, True, False]
     assert data["unified"] == {
         "path": "/mcp",
-        "served": False,
+        "served": True,
         "rules": [
-            {"index": 0, "match": {"method": "tools/call", "tool": "math.*"}, "upstream": "demo"},
-            {"index": 1, "match": {"method": "*"}, "upstream": "kb"},
+            {"index": 0, "match": {"method": "tools/call", "tool": "math.*"}, "upstream": "demo", "shadowed_by": None},
+            {"index": 1, "match": {"method": "*"}, "upstream": "kb", "shadowed_by": None},
         ],
+        "prefixes": [{"upstream": "demo", "prefix": "demo__", "shadowed_by": 1}],
+        "catalogue": {"shadowed_by": 1},
+        "unreachable": ["files"],
+        "unsafe_prefixes": [],
     }
 
 
-def test_routes_without_rules_has_no_rule_table(tmp_path: Path) -> None:
+def test_routes_without_rules_shows_prefixes_and_the_catalogue(tmp_path: Path) -> None:
     path = tmp_path / "one.yml"
-    path.write_text("upstreams:\n  demo:\n    url: http://127.0.0.1:9000/mcp\n")
+    path.write_text("upstreams:\n  demo:\n    url: http://127.0.0.1:9000/mcp\n    prefix: d\n")
     result = invoke("routes", "-c", str(path))
     assert result.exit_code == 0
-    assert "MATCH" not in result.stdout
+    table = result.stdout.splitlines()[3:]
+    assert table[-2].split() == ["-", "name=d__*", "demo", "prefix", "(stripped)"]
+    assert table[-1].split() == ["-", "listed", "by", "an", "upstream", "(first", "in", "file", "order)", "catalogue"]
+    assert "Unreachable" not in result.stdout
+
+
+def test_routes_flags_shadowed_rules_and_unsafe_prefixes(tmp_path: Path) -> None:
+    path = tmp_path / "shadow.yml"
+    path.write_text(
+        "upstreams:\n  a: {url: http://127.0.0.1:9000/mcp}\n"
+        f"  b: {{url: http://127.0.0.1:9001/mcp, prefix: {'p' * 40}}}\n"
+        "routing:\n  - match: {method: tools/call}\n    upstream: a\n"
+        "  - match: {method: tools/call, tool: x}\n    upstream: b\n"
+    )
+    data = json.loads(invoke("routes", "-c", str(path), "--json").stdout)["unified"]
+    assert [r["shadowed_by"] for r in data["rules"]] == [None, 0]
+    assert data["unsafe_prefixes"] == []  # 40 + 2 characters still leave room for a name
+    out = invoke("routes", "-c", str(path)).stdout
+    assert "never matches: routing[0] takes it all first" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["tools/call", "demo__add"], 0, "tools/call demo__add -> kb (by routing[1])"),
+        (["tools/call", "math.sqrt"], 0, "tools/call math.sqrt -> demo (by routing[0])"),
+        (["ping"], 0, "ping -> kb (by routing[1])"),
+    ],
+)
+def test_routes_check(described_file: Path, args: list[str], code: int, said: str) -> None:
+    result = invoke("routes", "-c", str(described_file), "--check", *args)
+    assert result.exit_code == code, result.output
+    assert result.stdout.strip() == said
+
+
+def test_routes_check_without_a_route(tmp_path: Path) -> None:
+    path = tmp_path / "p.yml"
+    path.write_text("upstreams:\n  demo: {url: http://127.0.0.1:9000/mcp, prefix: demo}\n")
+    result = invoke("routes", "-c", str(path), "--check", "tools/call", "demo__add", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["route"] == {"upstream": "demo", "name": "add", "via": "prefix"}
+    result = invoke("routes", "-c", str(path), "--check", "tools/call", "add")
+    assert result.exit_code == 1
+    assert "catalogue" in result.stdout
+    assert invoke("routes", "-c", str(path), "--check", "ping", "x").exit_code == 2
+    assert invoke("routes", "-c", str(path), "add").exit_code == 2
 
 
 def test_routes_with_broken_config_fails(tmp_path: Path) -> None:
