@@ -36,6 +36,8 @@ class Gateway:
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
+    # Exposed tool names already logged as ones clients reject: each is said once (bounded).
+    warned_names: set[str] = field(default_factory=set)
     # Set when shutdown begins: long-lived streams end, new work is refused.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     # Open upstream responses of long-lived streams (GET), closed at shutdown so they end at once.

@@ -30,7 +30,7 @@ from mcpgate.proxy import (
     relay,
     reopen_upstream_session,
 )
-from mcpgate.routing import CALL_KIND, LIST_KIND, addressed_item
+from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, LIST_KIND, addressed_item
 from mcpgate.sessions import Session, new_session_id
 from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, HttpUpstream
 
@@ -185,7 +185,19 @@ async def answer(ctx: RequestContext, method: str, message: Message) -> dict[str
         raise GatewayError("invalid_params", "Invalid cursor: the unified endpoint answers lists in one page")
     answers = await list_everywhere(ctx, method)
     items = federation.merge_list(method, answers, gateway.router, gateway.catalogue)
+    if method == "tools/list":
+        warn_about_unsafe_names(ctx, items)
     return federation.list_result(method, items, answers, modern=ctx.era == "modern")
+
+
+def warn_about_unsafe_names(ctx: RequestContext, tools: list[dict[str, Any]]) -> None:
+    """Say once per name when a tool is listed under a name Claude and OpenAI clients refuse."""
+    warned = ctx.gateway.warned_names
+    for tool in tools:
+        name = tool["name"]
+        if not CLIENT_SAFE_NAME.match(name) and name not in warned and len(warned) < 1000:
+            warned.add(name)
+            log.warning("tool %r does not match ^[a-zA-Z0-9_-]{1,64}$: Claude and OpenAI clients reject it", name[:80])
 
 
 def capabilities(ctx: RequestContext) -> dict[str, Any]:

@@ -99,6 +99,13 @@ def test_full_config_server_and_sessions(full: Config) -> None:
     )
 
 
+def test_unknown_upstream_suggests_the_closest_name() -> None:
+    text = MINIMAL.replace("  a:", "  github:") + "routing:\n  - {match: {method: '*'}, upstream: githb}\n"
+    assert problems(text) == [
+        "c.yml:5:38: routing[0].upstream: unknown upstream 'githb': did you mean 'github'? (known: github)"
+    ]
+
+
 def test_listener_and_session_limits_reach_what_runs() -> None:
     """The limits are not only parsed: the gateway's store and the listener are built with them."""
     from mcpgate.gateway import Gateway

@@ -69,8 +69,8 @@ async def test_one_server_made_of_two(named_upstreams: dict[str, str], mode: str
     async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         assert tools == {
-            "whoami", "add", "only_alpha", "steps",
-            "beta__whoami", "beta__add", "beta__only_beta", "beta__steps",
+            "whoami", "add", "only_alpha", "steps", "dotted.name",
+            "beta__whoami", "beta__add", "beta__only_beta", "beta__steps", "beta__dotted.name",
         }  # fmt: skip
         assert text(await c.call_tool("whoami", {})) == "alpha"
         assert text(await c.call_tool("beta__whoami", {})) == "beta"
@@ -118,7 +118,19 @@ async def test_a_catch_all_rule_leaves_one_upstream(named_upstreams: dict[str, s
     everything = RoutingRule(0, RouteMatch(method=Glob.compile("*")), "alpha")
     async with unified(named_upstreams, everything) as gw, client(gw.url + "/mcp", "legacy") as c:
         tools = {t.name for t in (await c.list_tools()).tools}
-        assert tools == {"whoami", "add", "only_alpha", "steps"}
+        assert tools == {"whoami", "add", "only_alpha", "steps", "dotted.name"}
+
+
+async def test_names_clients_reject_are_served_and_logged_once(
+    named_upstreams: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with unified(named_upstreams) as gw, client(gw.url + "/mcp", "2026-07-28") as c:
+        for _ in range(2):
+            await c.list_tools()
+        assert text(await c.call_tool("beta__dotted.name", {})) == "dotted"
+    warnings = [r.getMessage() for r in caplog.records if "clients reject it" in r.getMessage()]
+    assert len(warnings) == 2  # dotted.name and beta__dotted.name, each once
+    assert any("'beta__dotted.name'" in w for w in warnings)
 
 
 async def test_unknown_tool_names_the_tool(named_upstreams: dict[str, str]) -> None:
@@ -170,7 +182,7 @@ async def test_an_upstream_that_is_down_drops_out_of_lists(named_upstreams: dict
         ) as r:
             assert r.status == 200
             names = {t["name"] for t in (await r.json())["result"]["tools"]}
-        assert names == {"whoami", "add", "only_alpha", "steps"}
+        assert names == {"whoami", "add", "only_alpha", "steps", "dotted.name"}
         call = modern_call("tools/call", {"name": "beta__whoami", "arguments": {}})
         async with http.post(gw.url + "/mcp", json=call, headers=modern_headers("tools/call", "beta__whoami")) as r:
             assert r.status == 502

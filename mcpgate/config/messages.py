@@ -226,7 +226,12 @@ def _unknown_upstreams(data: dict[str, Any], names: list[str], reveal: Reveal) -
     known = f"(known: {', '.join(names)})"
     for path, name in references:
         if isinstance(name, str) and name not in names:
-            yield Finding(path, f"unknown upstream {name!r} {known}" if reveal(path) else f"unknown upstream {known}")
+            if not reveal(path):
+                yield Finding(path, f"unknown upstream {known}")
+                continue
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f": did you mean {close[0]!r}?" if close else ""
+            yield Finding(path, f"unknown upstream {name!r}{hint} {known}")
 
 
 def _upstream_shapes(upstreams: dict[str, Any]) -> Iterator[Finding]:

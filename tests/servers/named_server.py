@@ -31,6 +31,11 @@ def build(name: str) -> MCPServer:
         """A tool no other instance has."""
         return f"only {name}"
 
+    @server.tool(name="dotted.name")
+    def dotted() -> str:
+        """A name the spec allows and Claude and OpenAI clients refuse."""
+        return "dotted"
+
     @server.tool()
     async def steps(count: int, ctx: Context) -> str:
         """Report progress, then answer."""
