@@ -75,6 +75,28 @@ async def name_the_server(request: web.Request, response: web.StreamResponse) ->
     response.headers["Server"] = SERVER_NAME
 
 
+async def servers(request: web.Request) -> web.Response:
+    """The upstreams behind this gateway, for client UIs and scripts discovering what they can reach."""
+    gateway = request.app[GATEWAY]
+    base = (gateway.config.server.public_url or "").rstrip("/")
+    listed = []
+    for u in gateway.config.upstreams:
+        served = gateway.upstreams.get(u.name)
+        listed.append(
+            {
+                "name": u.name,
+                "description": u.description,
+                "transport": u.transport,
+                "health": served.state.health if served is not None else "not_served",
+                "prefix": u.prefix,
+                "endpoint": f"{base}/servers/{u.name}/mcp",
+                "alias": f"{base}/mcp/{u.name}",
+            }
+        )
+    body = {"unified": f"{base}/mcp", "servers": listed}
+    return web.json_response(body, dumps=lambda o: jsonrpc.dumps(o).decode())
+
+
 def build_app(config: Config) -> web.Application:
     """The whole HTTP surface, from a validated config; nothing starts until the app runs."""
     app = web.Application(client_max_size=config.server.max_body_bytes + 1)
@@ -100,6 +122,7 @@ def build_app(config: Config) -> web.Application:
         app.router.add_get(path, liveness)
     for path in ("/readyz", "/ready"):
         app.router.add_get(path, readiness)
+    app.router.add_get("/servers", servers)
     app.on_response_prepare.append(name_the_server)
     app[LISTENER_STATS] = ListenerStats()
     return app

@@ -99,6 +99,12 @@ def test_full_config_server_and_sessions(full: Config) -> None:
     )
 
 
+def test_upstream_description() -> None:
+    config = load(MINIMAL + "    description: Search and read GitHub issues\n")
+    assert config.upstreams[0].description == "Search and read GitHub issues"
+    assert problems(MINIMAL + "    description: " + "x" * 1100 + "\n")
+
+
 def test_unknown_upstream_suggests_the_closest_name() -> None:
     text = MINIMAL.replace("  a:", "  github:") + "routing:\n  - {match: {method: '*'}, upstream: githb}\n"
     assert problems(text) == [

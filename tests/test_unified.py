@@ -214,3 +214,29 @@ async def test_renamed_calls_carry_the_upstreams_own_name_in_mcp_name(named_upst
             assert r.status == 200, await r.text()  # the SDK server checks Mcp-Name against the body
             messages = await read_messages(r)
         assert messages[-1]["result"]["content"][0]["text"] == "beta:2"
+
+
+async def test_servers_lists_what_is_behind_the_gateway(named_upstreams: dict[str, str]) -> None:
+    ups = upstreams(named_upstreams)
+    ups["alpha"] = UpstreamConfig(
+        name="alpha", transport="streamable-http", url=named_upstreams["alpha"], description="The first one"
+    )
+    config = make_config(ups, public_url="https://mcp.example.com/")
+    async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
+        async with http.get(gw.url + "/servers") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert body["unified"] == "https://mcp.example.com/mcp"
+    alpha, beta = body["servers"]
+    assert alpha == {
+        "name": "alpha",
+        "description": "The first one",
+        "transport": "streamable-http",
+        "health": alpha["health"],
+        "prefix": None,
+        "endpoint": "https://mcp.example.com/servers/alpha/mcp",
+        "alias": "https://mcp.example.com/mcp/alpha",
+    }
+    assert alpha["health"] in ("unknown", "healthy")
+    assert (beta["name"], beta["prefix"], beta["description"]) == ("beta", "beta", None)
+    assert "url" not in alpha  # upstream URLs (and what they may embed) stay private

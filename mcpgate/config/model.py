@@ -114,6 +114,7 @@ class UpstreamConfig:
     timeout: float = 30.0
     connect_timeout: float = 10.0
     prefix: str | None = None
+    description: str | None = None
     auth: UpstreamAuth | None = None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     tools: ToolFilter = ToolFilter()
