@@ -8,7 +8,7 @@ its call back to the upstream that listed it, under the name the upstream knows 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,6 +47,52 @@ class Listed:
     items: tuple[dict[str, Any], ...]
     ttl_ms: int | None = None
     private: bool = False
+
+
+# Requests from an upstream to the client get an id of the gateway's: "mcpgate/<upstream>/<original id as JSON>".
+# The id itself says where the client's answer goes, so no table is kept and any instance can route it.
+_TAG: Final = "mcpgate/"
+# Client capabilities under which upstreams may send requests to the client (legacy era).
+ANSWERING_CAPABILITIES: Final = ("sampling", "elicitation", "roots")
+
+
+def tag_id(upstream: str, request_id: object) -> str:
+    return f"{_TAG}{upstream}/{jsonrpc.dumps(request_id).decode()}"
+
+
+def untag_id(tagged: object) -> tuple[str, jsonrpc.RequestId] | None:
+    """The upstream and original id a tagged id stands for; ``None`` if it is not one of ours."""
+    if not isinstance(tagged, str) or not tagged.startswith(_TAG):
+        return None
+    upstream, _, raw = tagged[len(_TAG) :].partition("/")
+    try:
+        original = jsonrpc.loads(raw)
+    except ValueError:
+        return None
+    return (upstream, original) if upstream and jsonrpc.is_valid_id(original) else None
+
+
+def tag_requests(upstream: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """A rewrite for an upstream's stream: its requests to the client (and its cancellations of
+    them) carry tagged ids; everything else passes untouched (``None``)."""
+
+    def rewrite(message: dict[str, Any]) -> dict[str, Any] | None:
+        if "method" not in message:
+            return None
+        if "id" in message:
+            return {**message, "id": tag_id(upstream, message["id"])}
+        params = message.get("params")
+        if message["method"] == "notifications/cancelled" and isinstance(params, dict) and "requestId" in params:
+            return {**message, "params": {**params, "requestId": tag_id(upstream, params["requestId"])}}
+        return None
+
+    return rewrite
+
+
+def answers_requests(init_params: Mapping[str, Any]) -> bool:
+    """Whether a legacy client said it can answer requests from servers (so upstreams may send some)."""
+    capabilities = init_params.get("capabilities")
+    return isinstance(capabilities, dict) and any(key in capabilities for key in ANSWERING_CAPABILITIES)
 
 
 def union_capabilities(known: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:

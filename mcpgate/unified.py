@@ -30,7 +30,7 @@ from mcpgate.proxy import (
     relay,
     reopen_upstream_session,
 )
-from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, LIST_KIND, addressed_item
+from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, LIST_KIND, Route, addressed_item
 from mcpgate.sessions import Session, new_session_id
 from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, HttpUpstream
 
@@ -61,6 +61,14 @@ async def route(ctx: RequestContext) -> None:
     if isinstance(message, list):
         raise GatewayError("batch_not_supported", "JSON-RPC batches are not accepted on the unified endpoint")
     assert message is not None
+    if message.kind == "response":
+        # The client answers an upstream's request: the id says which upstream, and what it said.
+        tagged = federation.untag_id(message.id)
+        replied = None if tagged is None else ctx.gateway.upstreams.get(tagged[0])
+        if replied is None or tagged is None:
+            raise GatewayError("invalid_request", "This response answers no request the gateway relayed")
+        ctx.upstream, ctx.route = replied, Route(replied.name, "", "reply")
+        return
     if message.kind != "request" or message.method in ANSWERED:
         return
     assert message.method is not None
@@ -100,7 +108,9 @@ async def forward(ctx: RequestContext) -> None:
         return
     message = ctx.message
     assert isinstance(message, Message)
-    if ctx.route is not None:
+    if ctx.route is not None and message.kind == "response":
+        await forward_reply(ctx, message)
+    elif ctx.route is not None:
         await forward_call(ctx, message)
     elif message.kind != "request":
         await relay_notification(ctx, message)
@@ -121,7 +131,25 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
         body, name = renamed(message, target.name)
     if ctx.session is not None:
         await ensure_upstream_session(ctx, ctx.session, upstream)
+    # An upstream may ask the client something mid-call (legacy): its request ids are tagged so the
+    # answer finds its way back. Only parsed when the client said it answers such requests.
+    session = ctx.session
+    tag = None
+    if session is not None and federation.answers_requests(session.init_params):
+        tag = federation.tag_requests(upstream.name)
     resp = await exchange(ctx, upstream, body=body, mcp_name=name)
+    try:
+        await relay(ctx, resp, rewrite=tag, long_lived=False)
+    finally:
+        resp.release()
+
+
+async def forward_reply(ctx: RequestContext, message: Message) -> None:
+    upstream = ctx.upstream
+    assert upstream is not None
+    tagged = federation.untag_id(message.id)
+    assert tagged is not None
+    resp = await exchange(ctx, upstream, body=jsonrpc.dumps({**message.raw, "id": tagged[1]}))
     try:
         await relay(ctx, resp, rewrite=None, long_lived=False)
     finally:

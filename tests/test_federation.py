@@ -97,3 +97,29 @@ def test_the_gateways_own_answers() -> None:
     discover = federation.discover_result({"tools": {}})
     assert discover["supportedVersions"] == ["2026-07-28"]
     assert {"resultType", "ttlMs", "cacheScope", "capabilities"} <= set(discover)
+
+
+def test_tagged_ids_say_where_the_answer_goes() -> None:
+    for original in (0, 7, "abc", "a/b", "mcpgate/x/1"):
+        assert federation.untag_id(federation.tag_id("beta", original)) == ("beta", original)
+    for bogus in (1, None, "x", "mcpgate/", "mcpgate/beta/", "mcpgate/beta/[1]", "mcpgate/beta/true", "mcpgate//1"):
+        assert federation.untag_id(bogus) is None
+
+
+def test_only_upstream_requests_and_their_cancellations_are_tagged() -> None:
+    rewrite = federation.tag_requests("alpha")
+    assert rewrite({"jsonrpc": "2.0", "id": 3, "method": "sampling/createMessage"}) == {
+        "jsonrpc": "2.0",
+        "id": "mcpgate/alpha/3",
+        "method": "sampling/createMessage",
+    }
+    cancelled = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}}
+    assert rewrite(cancelled) == {**cancelled, "params": {"requestId": "mcpgate/alpha/3"}}
+    assert rewrite({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}) is None
+    assert rewrite({"jsonrpc": "2.0", "id": 1, "result": {}}) is None  # the client's own answer, untouched
+
+
+def test_whether_a_client_answers_server_requests() -> None:
+    assert federation.answers_requests({"capabilities": {"elicitation": {}}})
+    assert not federation.answers_requests({"capabilities": {"experimental": {}}})
+    assert not federation.answers_requests({})

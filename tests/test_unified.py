@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import httpx2
+import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -37,6 +38,7 @@ from tests.gateway_harness import (
 pytestmark = pytest.mark.e2e
 
 MODES = ["legacy", "2026-07-28", "auto"]
+ALPHA_TOOLS = {"whoami", "add", "only_alpha", "steps", "dotted.name", "ask"}
 
 
 def upstreams(urls: dict[str, str]) -> dict[str, str | UpstreamConfig]:
@@ -69,8 +71,8 @@ async def test_one_server_made_of_two(named_upstreams: dict[str, str], mode: str
     async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         assert tools == {
-            "whoami", "add", "only_alpha", "steps", "dotted.name",
-            "beta__whoami", "beta__add", "beta__only_beta", "beta__steps", "beta__dotted.name",
+            "whoami", "add", "only_alpha", "steps", "dotted.name", "ask",
+            "beta__whoami", "beta__add", "beta__only_beta", "beta__steps", "beta__dotted.name", "beta__ask",
         }  # fmt: skip
         assert text(await c.call_tool("whoami", {})) == "alpha"
         assert text(await c.call_tool("beta__whoami", {})) == "beta"
@@ -118,7 +120,7 @@ async def test_a_catch_all_rule_leaves_one_upstream(named_upstreams: dict[str, s
     everything = RoutingRule(0, RouteMatch(method=Glob.compile("*")), "alpha")
     async with unified(named_upstreams, everything) as gw, client(gw.url + "/mcp", "legacy") as c:
         tools = {t.name for t in (await c.list_tools()).tools}
-        assert tools == {"whoami", "add", "only_alpha", "steps", "dotted.name"}
+        assert tools == ALPHA_TOOLS
 
 
 async def test_names_clients_reject_are_served_and_logged_once(
@@ -182,7 +184,7 @@ async def test_an_upstream_that_is_down_drops_out_of_lists(named_upstreams: dict
         ) as r:
             assert r.status == 200
             names = {t["name"] for t in (await r.json())["result"]["tools"]}
-        assert names == {"whoami", "add", "only_alpha", "steps", "dotted.name"}
+        assert names == ALPHA_TOOLS
         call = modern_call("tools/call", {"name": "beta__whoami", "arguments": {}})
         async with http.post(gw.url + "/mcp", json=call, headers=modern_headers("tools/call", "beta__whoami")) as r:
             assert r.status == 502
@@ -240,3 +242,32 @@ async def test_servers_lists_what_is_behind_the_gateway(named_upstreams: dict[st
     assert alpha["health"] in ("unknown", "healthy")
     assert (beta["name"], beta["prefix"], beta["description"]) == ("beta", "beta", None)
     assert "url" not in alpha  # upstream URLs (and what they may embed) stay private
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_upstream_asks_the_client_through_the_gateway(named_upstreams: dict[str, str], mode: str) -> None:
+    """Elicitation: a legacy request on the call's stream (its id tagged, the answer routed back by
+    that id alone), or a 2026-07-28 input_required result passed through untouched."""
+    asked: list[str] = []
+
+    async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"value": f"yes-{len(asked)}"})
+
+    async with unified(named_upstreams) as gw, httpx2.AsyncClient(timeout=30) as http:
+        transport = streamable_http_client(gw.url + "/mcp", http_client=http)
+        async with Client(transport, mode=mode, elicitation_callback=elicit) as c:
+            first = await c.call_tool("beta__ask", {"question": "proceed?"})
+            second = await c.call_tool("ask", {"question": "again?"})
+    assert (text(first), text(second)) == ("beta heard yes-1", "alpha heard yes-2")
+    assert asked == ["proceed?", "again?"]
+
+
+async def test_an_answer_to_no_relayed_request_is_refused(named_upstreams: dict[str, str]) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        sid = await initialize(http, gw.url + "/mcp")
+        for bogus in (1, "mcpgate/nowhere/1", "mcpgate/beta/not json", "other"):
+            answer = {"jsonrpc": "2.0", "id": bogus, "result": {}}
+            async with http.post(gw.url + "/mcp", json=answer, headers=session_headers(sid)) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["error"]["data"]["reason"] == "invalid_request"

@@ -9,8 +9,19 @@ call, where the demo server's identical twins could not. Built on the official S
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from pydantic import BaseModel
+
+
+class Answer(BaseModel):
+    value: str
+
+
+def ask_the_user(question: str) -> Elicit[Answer]:
+    """A resolver: the SDK asks the client in whichever way the client's protocol era allows."""
+    return Elicit(question, Answer)
 
 
 def build(name: str) -> MCPServer:
@@ -30,6 +41,12 @@ def build(name: str) -> MCPServer:
     def only() -> str:
         """A tool no other instance has."""
         return f"only {name}"
+
+    @server.tool()
+    async def ask(question: str, answer: Annotated[Answer, Resolve(ask_the_user)]) -> str:
+        """Ask the client's user, then say what came back: a request mid-call in the legacy era,
+        an input_required result in 2026-07-28."""
+        return f"{name} heard {answer.value}"
 
     @server.tool(name="dotted.name")
     def dotted() -> str:
