@@ -89,6 +89,21 @@ def tag_requests(upstream: str) -> Callable[[dict[str, Any]], dict[str, Any] | N
     return rewrite
 
 
+def as_modern_answer(gateway_id: str, client_id: object) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """A rewrite for a legacy upstream's answer to a 2026-07-28 client: the client's own id back,
+    and the ``resultType`` that era requires (a legacy result is always complete)."""
+
+    def rewrite(message: dict[str, Any]) -> dict[str, Any] | None:
+        if message.get("id") != gateway_id or "method" in message:
+            return None
+        result = message.get("result")
+        if isinstance(result, dict) and "resultType" not in result:
+            return {**message, "id": client_id, "result": {**result, "resultType": "complete"}}
+        return {**message, "id": client_id}
+
+    return rewrite
+
+
 def answers_requests(init_params: Mapping[str, Any]) -> bool:
     """Whether a legacy client said it can answer requests from servers (so upstreams may send some)."""
     capabilities = init_params.get("capabilities")

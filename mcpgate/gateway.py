@@ -11,16 +11,21 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Final
 
 import aiohttp
 
+from mcpgate import __version__
 from mcpgate.config.model import Config
 from mcpgate.federation import LISTED_AS
+from mcpgate.jsonrpc import LATEST_LEGACY
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 
 log = logging.getLogger("mcpgate.gateway")
+
+HELD_CLIENT_INFO: Final = {"name": "mcpgate", "version": __version__}
 
 
 class StartupError(Exception):
@@ -36,6 +41,7 @@ class Gateway:
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
+    _held: dict[str, Session] = field(default_factory=dict)
     # Exposed tool names already logged as ones clients reject: each is said once (bounded).
     warned_names: set[str] = field(default_factory=set)
     # Set when shutdown begins: long-lived streams end, new work is refused.
@@ -87,6 +93,7 @@ class Gateway:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.end_held_sessions()
         for upstream in self.upstreams.values():
             await upstream.close()
         await self.sessions.close()
@@ -111,6 +118,10 @@ class Gateway:
             if not lock.locked():
                 self._session_locks.pop(session_id, None)
 
+    async def end_held_sessions(self) -> None:
+        for held in self._held.values():
+            await self.end_upstream_sessions(held)
+
     async def end_upstream_sessions(self, session: Session) -> None:
         """Best effort: tell each upstream its session is over (DELETE), ignoring failures."""
         for name, upstream_sid in session.upstream_sessions.items():
@@ -126,6 +137,20 @@ class Gateway:
                     resp.release()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 log.debug("ending upstream session on %s failed: %s", name, type(exc).__name__)
+
+    def held_session(self, upstream: str) -> Session:
+        """The session the gateway holds with a legacy-only upstream for 2026-07-28 clients.
+
+        Not in the store (no client owns it); it declares no client capabilities, so the
+        upstream never asks stateless clients something they cannot answer.
+        """
+        held = self._held.get(upstream)
+        if held is None:
+            params = {"protocolVersion": LATEST_LEGACY, "capabilities": {}, "clientInfo": HELD_CLIENT_INFO}
+            held = Session(f"held:{upstream}", owner="mcpgate", scope=upstream, protocol_version=LATEST_LEGACY,
+                           init_params=params)  # fmt: skip
+            self._held[upstream] = held
+        return held
 
     def remember_list(self, upstream: str, method: str, names: list[str]) -> None:
         """Record what an upstream lists; the catalogue is rebuilt only when that changed."""

@@ -16,6 +16,7 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 from aiohttp import web
 
 from mcpgate import federation, jsonrpc
@@ -45,6 +46,8 @@ MAX_LIST_BODY: Final = 16 * 1024 * 1024
 # Methods the gateway answers itself, from what it knows or by asking every upstream.
 ANSWERED: Final = frozenset({"initialize", "ping", "server/discover", "logging/setLevel", *LIST_KEYS})
 _ids = itertools.count(1)
+# The _meta keys of the 2026-07-28 era, which a legacy upstream has no use for.
+MODERN_META: Final = "io.modelcontextprotocol/"
 
 
 # -- route: which upstream, or the gateway itself --------------------------------------------
@@ -131,6 +134,9 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
         body, name = renamed(message, target.name)
     if ctx.session is not None:
         await ensure_upstream_session(ctx, ctx.session, upstream)
+    if ctx.session is None and await legacy_only(upstream):
+        await forward_held(ctx, upstream, message, target.name if name is not None else None)
+        return
     # An upstream may ask the client something mid-call (legacy): its request ids are tagged so the
     # answer finds its way back. Only parsed when the client said it answers such requests.
     session = ctx.session
@@ -140,6 +146,30 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     resp = await exchange(ctx, upstream, body=body, mcp_name=name)
     try:
         await relay(ctx, resp, rewrite=tag, long_lived=False)
+    finally:
+        resp.release()
+
+
+async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Message, name: str | None) -> None:
+    """A 2026-07-28 client's call to a legacy-only upstream, in the session the gateway holds with it.
+
+    That session is shared by every such client, so the call travels under an id of the
+    gateway's and the answer gets the client's id back; the modern ``_meta`` keys stay behind.
+    """
+    session = await session_for(ctx, upstream)
+    assert session is not None
+    assert message.method is not None
+    params = {key: value for key, value in message.params.items() if key != "_meta"}
+    meta = {k: v for k, v in message.params.get("_meta", {}).items() if not k.startswith(MODERN_META)}
+    if meta:
+        params["_meta"] = meta
+    if name is not None:
+        params["name"] = name
+    held_id = f"mcpgate-held-{next(_ids)}"
+    body = jsonrpc.dumps({**message.raw, "id": held_id, "params": params})
+    resp = await post(ctx, upstream, session, message.method, body)
+    try:
+        await relay(ctx, resp, rewrite=federation.as_modern_answer(held_id, message.id), long_lived=False)
     finally:
         resp.release()
 
@@ -180,8 +210,7 @@ async def relay_notification(ctx: RequestContext, message: Message) -> None:
 
 
 async def notify(ctx: RequestContext, session: Session, upstream: HttpUpstream, raw: dict[str, Any]) -> None:
-    headers = _upstream_headers(ctx, upstream, str(raw.get("method")))
-    resp = await upstream.send("POST", headers, jsonrpc.dumps(raw))
+    resp = await upstream.send("POST", upstream_headers(upstream, session, str(raw.get("method"))), jsonrpc.dumps(raw))
     resp.release()
 
 
@@ -305,35 +334,59 @@ async def fan_out(ctx: RequestContext, method: str, params: dict[str, Any], upst
 
 async def ask(ctx: RequestContext, upstream: HttpUpstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
     """One request of the gateway's own to an upstream, in the client's era; its result or an error."""
-    session = ctx.session
-    if session is not None:
-        await ensure_upstream_session(ctx, session, upstream)
-    elif isinstance(ctx.message, Message):
+    session = await session_for(ctx, upstream)
+    if session is None and isinstance(ctx.message, Message):
         params = {**params, "_meta": ctx.message.params.get("_meta", {})}
     request_id = f"mcpgate-{next(_ids)}"
     body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-    for attempt in range(2):
-        sent_sid = session.upstream_sessions.get(upstream.name) if session is not None else None
-        resp = await upstream.send("POST", _upstream_headers(ctx, upstream, method), body)
-        try:
-            if resp.status == 404 and sent_sid is not None and session is not None and attempt == 0:
-                resp.release()
-                await reopen_upstream_session(ctx, session, upstream, stale=sent_sid)
-                continue
-            if resp.status != 200:
-                raise upstream.error("upstream_bad_response", f"answered {method} with HTTP {resp.status}")
-            message = await read_response(upstream, resp, request_id, limit=MAX_LIST_BODY)
-        finally:
-            resp.release()
-        break
+    resp = await post(ctx, upstream, session, method, body)
+    try:
+        if resp.status != 200:
+            raise upstream.error("upstream_bad_response", f"answered {method} with HTTP {resp.status}")
+        message = await read_response(upstream, resp, request_id, limit=MAX_LIST_BODY)
+    finally:
+        resp.release()
     result = message.get("result") if message else None
     if not isinstance(result, dict):
         raise upstream.error("upstream_bad_response", f"answered {method} without a result")
     return result
 
 
-def _upstream_headers(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Any:
+async def session_for(ctx: RequestContext, upstream: HttpUpstream) -> Session | None:
+    """The session a request to ``upstream`` travels in, opened if need be.
+
+    A legacy client's own; for a 2026-07-28 client in front of a legacy-only upstream, the
+    session the gateway holds with that upstream itself; none when both sides are stateless.
+    """
     session = ctx.session
+    if session is None and await legacy_only(upstream):
+        session = ctx.gateway.held_session(upstream.name)
+    if session is not None:
+        await ensure_upstream_session(ctx, session, upstream)
+    return session
+
+
+async def legacy_only(upstream: HttpUpstream) -> bool:
+    """Whether the upstream refuses stateless requests (the heartbeat found out; asked now if not yet)."""
+    if upstream.state.protocol is None:
+        await upstream.probe()
+    return upstream.state.protocol == "legacy"
+
+
+async def post(
+    ctx: RequestContext, upstream: HttpUpstream, session: Session | None, method: str, body: bytes
+) -> aiohttp.ClientResponse:
+    """POST a message of the gateway's making; an upstream that forgot the session gets a new one, once."""
+    sent_sid = session.upstream_sessions.get(upstream.name) if session is not None else None
+    resp = await upstream.send("POST", upstream_headers(upstream, session, method), body)
+    if resp.status == 404 and sent_sid is not None and session is not None:
+        resp.release()
+        await reopen_upstream_session(ctx, session, upstream, stale=sent_sid)
+        resp = await upstream.send("POST", upstream_headers(upstream, session, method), body)
+    return resp
+
+
+def upstream_headers(upstream: HttpUpstream, session: Session | None, method: str) -> Any:
     if session is not None:
         client = {"Content-Type": "application/json", "MCP-Protocol-Version": session.protocol_version}
         return upstream.headers_for(client, accept=POST_ACCEPT, session_id=session.upstream_sessions.get(upstream.name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SERVER = ROOT / "examples" / "servers" / "demo_server.py"
 NAMED_SERVER = ROOT / "tests" / "servers" / "named_server.py"
+LOOPBACK_PRELOAD = ROOT / "tests" / "servers" / "loopback.cjs"
+# The TypeScript reference server: legacy era only, a real legacy-only upstream. Installed by
+# .ci/run (or here, on first use) into a cache outside the repository, pinned.
+EVERYTHING = "@modelcontextprotocol/server-everything@2026.8.31"
+NPM_PREFIX = Path(os.environ.get("MCPGATE_TEST_NPM_PREFIX", Path.home() / ".cache" / "mcpgate-tests" / "npm"))
 
 
 def free_port() -> int:
@@ -89,3 +95,46 @@ def named_upstreams() -> Iterator[dict[str, str]]:
     finally:
         for proc in procs:
             stop_process(proc)
+
+
+def require_or_skip(why: str) -> None:
+    """Without a service binary the test skips, except in CI (MCPGATE_TEST_REQUIRE_SERVICES=1)."""
+    if os.environ.get("MCPGATE_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{why} (MCPGATE_TEST_REQUIRE_SERVICES=1: .ci/run should have installed it)")
+    pytest.skip(why)
+
+
+def everything_entry() -> Path | None:
+    entry = NPM_PREFIX / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    if not entry.is_file() and shutil.which("npm"):
+        subprocess.run(
+            ["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", "--silent", EVERYTHING],
+            check=False,
+            capture_output=True,
+            timeout=600,
+        )
+    return entry if entry.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def everything_url() -> Iterator[str]:
+    """server-everything (TypeScript, legacy era only) over Streamable HTTP, on loopback."""
+    if shutil.which("node") is None:
+        require_or_skip("node is not installed: the TypeScript reference server cannot run")
+    entry = everything_entry()
+    if entry is None:
+        require_or_skip(f"{EVERYTHING} is not installed under {NPM_PREFIX} and npm could not install it")
+    assert entry is not None
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            ["node", "--require", str(LOOPBACK_PRELOAD), str(entry), "streamableHttp"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PORT": str(port)},
+        )
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop_process(proc)

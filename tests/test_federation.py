@@ -123,3 +123,14 @@ def test_whether_a_client_answers_server_requests() -> None:
     assert federation.answers_requests({"capabilities": {"elicitation": {}}})
     assert not federation.answers_requests({"capabilities": {"experimental": {}}})
     assert not federation.answers_requests({})
+
+
+def test_a_legacy_answer_becomes_a_modern_one() -> None:
+    rewrite = federation.as_modern_answer("mcpgate-held-9", 1)
+    answer = {"jsonrpc": "2.0", "id": "mcpgate-held-9", "result": {"content": []}}
+    assert rewrite(answer) == {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "resultType": "complete"}}
+    error = {"jsonrpc": "2.0", "id": "mcpgate-held-9", "error": {"code": -1, "message": "no"}}
+    assert rewrite(error) == {**error, "id": 1}
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
+    assert rewrite(progress) is None
+    assert rewrite({"jsonrpc": "2.0", "id": "other", "result": {}}) is None

@@ -7,6 +7,7 @@ by its prefix), and every listed item is callable where the list says.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -271,3 +272,39 @@ async def test_an_answer_to_no_relayed_request_is_refused(named_upstreams: dict[
             async with http.post(gw.url + "/mcp", json=answer, headers=session_headers(sid)) as resp:
                 assert resp.status == 400
                 assert (await resp.json())["error"]["data"]["reason"] == "invalid_request"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_legacy_only_upstream_serves_clients_of_both_eras(
+    named_upstreams: dict[str, str], everything_url: str, mode: str
+) -> None:
+    """The TypeScript reference server speaks only the legacy era: for a 2026-07-28 client the
+    gateway holds that upstream's session itself, shared by such clients under ids of its own."""
+    ev = UpstreamConfig(name="ev", transport="streamable-http", url=everything_url, prefix="ev")
+    config = make_config({"alpha": named_upstreams["alpha"], "ev": ev})
+    async with running_gateway(config) as gw, client(gw.url + "/mcp", mode) as c:
+        tools = {t.name for t in (await c.list_tools()).tools}
+        assert {"ev__echo", "whoami"} <= tools
+        assert text(await c.call_tool("ev__echo", {"message": "hi"})) == "Echo: hi"
+        assert text(await c.call_tool("whoami", {})) == "alpha"
+        held = gw.gateway._held
+        assert ("ev" in held) is (mode != "legacy")  # a legacy client's own session is used instead
+        assert gw.gateway.upstreams["ev"].state.protocol == "legacy"
+
+
+async def test_concurrent_stateless_clients_share_the_held_session_without_mixing_answers(
+    everything_url: str,
+) -> None:
+    ev = UpstreamConfig(name="ev", transport="streamable-http", url=everything_url)
+    async with running_gateway(make_config({"ev": ev})) as gw, aiohttp.ClientSession() as http:
+
+        async def call(i: int) -> str:
+            body = modern_call("tools/call", {"name": "echo", "arguments": {"message": f"m{i}"}}, id=1)
+            async with http.post(gw.url + "/mcp", json=body, headers=modern_headers("tools/call", "echo")) as r:
+                assert r.status == 200, await r.text()
+                (answer,) = [m for m in await read_messages(r) if "id" in m]
+            assert answer["id"] == 1  # every client used id 1; each gets its own answer back
+            return str(answer["result"]["content"][0]["text"])
+
+        answers = await asyncio.gather(*(call(i) for i in range(20)))
+    assert answers == [f"Echo: m{i}" for i in range(20)]
