@@ -20,8 +20,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcpgate.config.model import Glob, RouteMatch, RoutingRule, UpstreamConfig
-from tests.conftest import free_port
+from mcpgate.config.model import Glob, Heartbeat, RouteMatch, RoutingRule, UpstreamConfig
+from tests.conftest import NAMED_SERVER, free_port, start_demo_server, stop_process
 from tests.gateway_harness import (
     LEGACY,
     POST_HEADERS,
@@ -308,3 +308,65 @@ async def test_concurrent_stateless_clients_share_the_held_session_without_mixin
 
         answers = await asyncio.gather(*(call(i) for i in range(20)))
     assert answers == [f"Echo: m{i}" for i in range(20)]
+
+
+async def until(condition: Any, what: str) -> None:
+    """Poll (bounded) for something the heartbeat or a restart brings about."""
+    for _ in range(200):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_an_upstream_killed_mid_session_drops_out_and_comes_back(named_upstreams: dict[str, str]) -> None:
+    port = free_port()
+    gamma = UpstreamConfig(
+        name="gamma",
+        transport="streamable-http",
+        url=f"http://127.0.0.1:{port}/mcp",
+        prefix="gamma",
+        timeout=5.0,
+        heartbeat=Heartbeat(interval=0.2, timeout=1.0, failures=1),
+    )
+    proc = start_demo_server(port, NAMED_SERVER, "--name", "gamma")
+    try:
+        async with running_gateway(make_config({"alpha": named_upstreams["alpha"], "gamma": gamma})) as gw:
+            async with aiohttp.ClientSession() as http:
+                url = gw.url + "/mcp"
+                sid = await initialize(http, url)
+
+                async def tools() -> set[str]:
+                    async with http.post(url, json=rpc("tools/list", {}), headers=session_headers(sid)) as r:
+                        assert r.status == 200
+                        return {t["name"] for t in (await read_messages(r))[-1]["result"]["tools"]}
+
+                async def ready() -> bool:
+                    async with http.get(gw.url + "/readyz") as r:
+                        return r.status == 200
+
+                async def call(name: str) -> dict[str, Any]:
+                    body = rpc("tools/call", {"name": name, "arguments": {}}, id=9)
+                    async with http.post(url, json=body, headers=session_headers(sid)) as r:
+                        return {"status": r.status, "messages": await read_messages(r)}
+
+                assert "gamma__whoami" in await tools()
+                assert (await call("gamma__whoami"))["messages"][-1]["result"]["content"][0]["text"] == "gamma"
+                stop_process(proc)
+                assert await tools() == ALPHA_TOOLS  # gamma's items drop out; alpha's stay
+                assert (await call("whoami"))["messages"][-1]["result"]["content"][0]["text"] == "alpha"
+                down = await call("gamma__whoami")
+                assert down["status"] == 502
+                await until(lambda: _not(ready()), "readiness drops")
+
+                proc = start_demo_server(port, NAMED_SERVER, "--name", "gamma")  # a new process: old sessions gone
+                await until(ready, "readiness returns")
+                assert "gamma__whoami" in await tools()
+                back = await call("gamma__whoami")  # its session re-opened transparently
+                assert back["messages"][-1]["result"]["content"][0]["text"] == "gamma"
+    finally:
+        stop_process(proc)
+
+
+async def _not(awaitable: Any) -> bool:
+    return not await awaitable
