@@ -26,6 +26,12 @@ from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 log = logging.getLogger("mcpgate.gateway")
 
 HELD_CLIENT_INFO: Final = {"name": "mcpgate", "version": __version__}
+# What each list_changed notification makes stale in the routing catalogue.
+LIST_CHANGED: Final[dict[str, tuple[ListedKind, ...]]] = {
+    "notifications/tools/list_changed": ("tool",),
+    "notifications/prompts/list_changed": ("prompt",),
+    "notifications/resources/list_changed": ("resource", "template"),
+}
 
 
 class StartupError(Exception):
@@ -159,6 +165,15 @@ class Gateway:
         if known.get(kind) != (kept := tuple(names)):
             known[kind] = kept
             self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
+
+    def forget_list(self, upstream: str, notification: str) -> None:
+        """An upstream said its list changed: route by the new one, once asked for (``list_changed``)."""
+        known = self._listed.get(upstream)
+        if known is None:
+            return
+        for kind in LIST_CHANGED.get(notification, ()):
+            known.pop(kind, None)
+        self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
 
     def end_upstream_sessions_soon(self, sessions: list[Session]) -> None:
         """End evicted sessions' upstream sessions without making the request that evicted them wait."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -24,16 +25,21 @@ from mcpgate.errors import GatewayError
 from mcpgate.federation import LIST_KEYS, Listed
 from mcpgate.jsonrpc import Message
 from mcpgate.proxy import (
+    SSE_HEADERS,
+    Rewrite,
     end_session,
     exchange,
     open_upstream_session,
+    read_chunk,
     read_response,
     relay,
     reopen_upstream_session,
+    write_quietly,
 )
 from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, LIST_KIND, Route, addressed_item
 from mcpgate.sessions import Session, new_session_id
-from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, HttpUpstream
+from mcpgate.sse import SSEError, SSEParser, encode_event
+from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
@@ -56,10 +62,10 @@ MODERN_META: Final = "io.modelcontextprotocol/"
 async def route(ctx: RequestContext) -> None:
     """Pick the upstream for a call (``ctx.route``); leave it ``None`` when the gateway answers."""
     if ctx.request.method != "POST":
-        if ctx.request.method == "GET":
-            # No merged server-to-client stream yet: the spec lets a server say so with 405.
-            raise GatewayError("method_not_allowed", "The unified endpoint offers no GET stream", headers=_ALLOW)
-        return  # DELETE ends the session: forward does it
+        if ctx.request.method == "GET" and ctx.session is None:
+            # 2026-07-28 has no GET stream (subscriptions/listen replaces it): the spec says 405.
+            raise GatewayError("method_not_allowed", "No GET stream in protocol 2026-07-28", headers=_ALLOW)
+        return  # GET merges the upstreams' streams, DELETE ends the session: forward does both
     message = ctx.message
     if isinstance(message, list):
         raise GatewayError("batch_not_supported", "JSON-RPC batches are not accepted on the unified endpoint")
@@ -97,13 +103,16 @@ async def route(ctx: RequestContext) -> None:
     ctx.upstream, ctx.route = upstream, found
 
 
-_ALLOW: Final = {"Allow": "POST, DELETE"}
+_ALLOW: Final = {"Allow": "POST, GET, DELETE"}
 
 
 # -- forward: answer, or relay the routed call -------------------------------------------------
 
 
 async def forward(ctx: RequestContext) -> None:
+    if ctx.request.method == "GET" and ctx.session is not None:
+        await merged_stream(ctx, ctx.session)
+        return
     if ctx.request.method == "DELETE":
         if ctx.session is None:  # a modern client has no session to end
             raise GatewayError("method_not_allowed", "No session to end", headers=_ALLOW)
@@ -268,6 +277,98 @@ def rpc_response(ctx: RequestContext, request_id: jsonrpc.RequestId | None, resu
 
 def _session_header(ctx: RequestContext) -> dict[str, str] | None:
     return {SESSION_HEADER: ctx.session.id} if ctx.session is not None else None
+
+
+# -- the merged server-to-client stream (legacy GET) --------------------------------------------
+
+
+async def merged_stream(ctx: RequestContext, session: Session) -> None:
+    """One SSE stream for the client made of every upstream's GET stream, event by event.
+
+    Each upstream's session is opened now if it was not (the client wants to hear from all of
+    them); upstreams without a GET stream (405) are left out. Requests from upstreams carry
+    tagged ids like those on call streams; event ids are dropped, since one upstream's ids mean
+    nothing to another (this stream cannot be resumed). It lasts until the client goes away or
+    the gateway shuts down.
+    """
+    gateway = ctx.gateway
+    upstreams = list(gateway.upstreams.values())
+    opened = await asyncio.gather(
+        *(ensure_upstream_session(ctx, session, u) for u in upstreams), return_exceptions=True
+    )
+    live = [u for u, outcome in zip(upstreams, opened, strict=True) if not isinstance(outcome, BaseException)]
+    out = web.StreamResponse(headers={**SSE_HEADERS, SESSION_HEADER: session.id})
+    await out.prepare(ctx.request)
+    ctx.response = out
+    lock = asyncio.Lock()
+    tag = federation.tag_requests if federation.answers_requests(session.init_params) else None
+    await asyncio.gather(*(follow(ctx, session, u, out, lock, tag) for u in live))
+    await write_quietly(out, None)
+
+
+async def follow(
+    ctx: RequestContext,
+    session: Session,
+    upstream: HttpUpstream,
+    out: web.StreamResponse,
+    lock: asyncio.Lock,
+    tag: Callable[[str], Rewrite] | None,
+) -> None:
+    """Copy one upstream's GET stream into the merged one, reconnecting (with back-off) when it ends."""
+    gateway = ctx.gateway
+    rewrite = tag(upstream.name) if tag is not None else None
+    delay = 0.5
+    while not gateway.closing.is_set():
+        headers = upstream.headers_for(
+            {"MCP-Protocol-Version": session.protocol_version},
+            accept=STREAM_ACCEPT,
+            session_id=session.upstream_sessions.get(upstream.name),
+        )
+        try:
+            resp = await upstream.send("GET", headers, stream=True)
+        except GatewayError as exc:
+            log.debug("no stream from %s: %s", upstream.name, exc.message)
+            return
+        gateway.streams.add(resp)
+        try:
+            if resp.status != 200 or resp.content_type != "text/event-stream":
+                return  # 405: this upstream has nothing to say outside calls; 404: its session is gone
+            parser = SSEParser()
+            while chunk := await read_chunk(upstream, resp):
+                for event in parser.feed(chunk):
+                    if not event.data:
+                        continue
+                    data = rewrite_event_data(event.data, rewrite, upstream.name, gateway)
+                    async with lock:
+                        await out.write(encode_event(data, event="message"))
+                delay = 0.5
+        except GatewayError as exc:
+            log.debug("stream from %s ended: %s", upstream.name, exc.message)
+        except SSEError as exc:
+            log.warning("stream from %s is unusable: %s", upstream.name, exc)
+            return
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            return  # the client went away
+        finally:
+            gateway.streams.discard(resp)
+            resp.release()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def rewrite_event_data(data: str, rewrite: Rewrite | None, upstream: str, gateway: Any) -> str:
+    """Tag requests; and a ``list_changed`` notification makes the gateway forget that upstream's list."""
+    try:
+        message = jsonrpc.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(message, dict):
+        return data
+    method = message.get("method")
+    if isinstance(method, str) and method.endswith("/list_changed"):
+        gateway.forget_list(upstream, method)
+    changed = rewrite(message) if rewrite is not None else None
+    return data if changed is None else jsonrpc.dumps(changed).decode()
 
 
 # -- asking upstreams on the client's behalf ---------------------------------------------------

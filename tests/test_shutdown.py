@@ -21,19 +21,20 @@ from tests.gateway_harness import LEGACY, initialize, make_config, rpc, session_
 pytestmark = pytest.mark.e2e
 
 
-async def start_serving(config: Config) -> tuple[Server, asyncio.Task[int], str]:
+async def start_serving(config: Config, path: str = "/servers/demo/mcp") -> tuple[Server, asyncio.Task[int], str]:
     """The daemon's own serve loop, in this event loop; returns it once it listens."""
     server = Server(config)
     ready = asyncio.Event()
     serving = asyncio.create_task(server.serve(on_ready=lambda _: ready.set()))
     await ready.wait()
     host, port = server.bound[0]
-    return server, serving, f"http://{host}:{port}/servers/demo/mcp"
+    return server, serving, f"http://{host}:{port}{path}"
 
 
-async def test_streams_end_at_once_and_calls_finish(mcp_upstream_url: str) -> None:
+@pytest.mark.parametrize("path", ["/servers/demo/mcp", "/mcp"])
+async def test_streams_end_at_once_and_calls_finish(mcp_upstream_url: str, path: str) -> None:
     config = make_config({"demo": mcp_upstream_url}, host="127.0.0.1", shutdown_timeout=20.0)
-    server, serving, url = await start_serving(config)
+    server, serving, url = await start_serving(config, path)
     async with aiohttp.ClientSession() as http:
         sid = await initialize(http, url)
         stream = await http.get(

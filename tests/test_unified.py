@@ -39,7 +39,7 @@ from tests.gateway_harness import (
 pytestmark = pytest.mark.e2e
 
 MODES = ["legacy", "2026-07-28", "auto"]
-ALPHA_TOOLS = {"whoami", "add", "only_alpha", "steps", "dotted.name", "ask"}
+ALPHA_TOOLS = {"whoami", "add", "only_alpha", "steps", "dotted.name", "ask", "grow"}
 
 
 def upstreams(urls: dict[str, str]) -> dict[str, str | UpstreamConfig]:
@@ -72,8 +72,9 @@ async def test_one_server_made_of_two(named_upstreams: dict[str, str], mode: str
     async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         assert tools == {
-            "whoami", "add", "only_alpha", "steps", "dotted.name", "ask",
+            "whoami", "add", "only_alpha", "steps", "dotted.name", "ask", "grow",
             "beta__whoami", "beta__add", "beta__only_beta", "beta__steps", "beta__dotted.name", "beta__ask",
+            "beta__grow",
         }  # fmt: skip
         assert text(await c.call_tool("whoami", {})) == "alpha"
         assert text(await c.call_tool("beta__whoami", {})) == "beta"
@@ -370,3 +371,37 @@ async def test_an_upstream_killed_mid_session_drops_out_and_comes_back(named_ups
 
 async def _not(awaitable: Any) -> bool:
     return not await awaitable
+
+
+async def test_the_merged_stream_relays_list_changed_and_the_new_tool_is_callable(
+    named_upstreams: dict[str, str],
+) -> None:
+    """A legacy client's GET /mcp merges every upstream's stream; a tools/list_changed from one
+    reaches the client, and the tool it announces is listed and routed (by the catalogue)."""
+    seen: list[str] = []
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        method = getattr(message, "method", None) or getattr(getattr(message, "root", None), "method", None)
+        if isinstance(method, str):
+            seen.append(method)
+            if method.endswith("/list_changed"):
+                changed.set()
+
+    tool = f"grown_{free_port()}"  # the servers live for the whole test session: a fresh name each run
+    async with unified(named_upstreams) as gw, httpx2.AsyncClient(timeout=30) as http:
+        transport = streamable_http_client(gw.url + "/mcp", http_client=http)
+        async with Client(transport, mode="legacy", message_handler=on_message) as c:
+            # The SDK client opens its GET stream in the background; the upstream drops what its
+            # stream-less session is told, so wait until the gateway follows both upstreams.
+            await until(lambda: _true(len(gw.gateway.streams) == 2), "the merged stream is up")
+            assert text(await c.call_tool("beta__grow", {"tool": tool})) == f"beta added {tool}"
+            await asyncio.wait_for(changed.wait(), 10)
+            tools = {t.name for t in (await c.list_tools()).tools}
+            assert f"beta__{tool}" in tools
+            assert text(await c.call_tool(f"beta__{tool}", {})) == f"beta grew {tool}"
+    assert "notifications/tools/list_changed" in seen
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -48,6 +48,17 @@ def build(name: str) -> MCPServer:
         an input_required result in 2026-07-28."""
         return f"{name} heard {answer.value}"
 
+    @server.tool()
+    async def grow(tool: str, ctx: Context) -> str:
+        """Add a tool named ``tool``, then tell the client's session (its GET stream) the list changed."""
+
+        def grown() -> str:
+            return f"{name} grew {tool}"
+
+        server.add_tool(grown, name=tool, description="Added at run time.")
+        await ctx.session.send_tool_list_changed()
+        return f"{name} added {tool}"
+
     @server.tool(name="dotted.name")
     def dotted() -> str:
         """A name the spec allows and Claude and OpenAI clients refuse."""
