@@ -17,7 +17,7 @@ import aiohttp
 
 from mcpgate import __version__
 from mcpgate.config.model import Config
-from mcpgate.federation import LISTED_AS
+from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
@@ -48,6 +48,9 @@ class Gateway:
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
     _held: dict[str, Session] = field(default_factory=dict)
+    # Upstream lists for the unified endpoint: (upstream, list method, scope) -> (expiry, answer).
+    # The scope is "public", or the era and identity a private (or legacy) answer was given to.
+    list_cache: dict[tuple[str, str, str], tuple[float, Listed]] = field(default_factory=dict)
     # Exposed tool names already logged as ones clients reject: each is said once (bounded).
     warned_names: set[str] = field(default_factory=set)
     # Set when shutdown begins: long-lived streams end, new work is refused.
@@ -168,10 +171,14 @@ class Gateway:
 
     def forget_list(self, upstream: str, notification: str) -> None:
         """An upstream said its list changed: route by the new one, once asked for (``list_changed``)."""
+        stale = LIST_CHANGED.get(notification, ())
+        methods = {method for method, kind in LISTED_AS.items() if kind in stale}
+        for key in [key for key in self.list_cache if key[0] == upstream and key[1] in methods]:
+            del self.list_cache[key]
         known = self._listed.get(upstream)
         if known is None:
             return
-        for kind in LIST_CHANGED.get(notification, ()):
+        for kind in stale:
             known.pop(kind, None)
         self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
 

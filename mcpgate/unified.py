@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,6 +50,7 @@ log = logging.getLogger("mcpgate.unified")
 UNIFIED: Final = "*"  # the endpoint name and session scope of /mcp
 MAX_PAGES: Final = 20  # upstream list pages drained into one answer
 MAX_LIST_BODY: Final = 16 * 1024 * 1024
+MAX_CACHED_LISTS: Final = 10_000
 # Methods the gateway answers itself, from what it knows or by asking every upstream.
 ANSWERED: Final = frozenset({"initialize", "ping", "server/discover", "logging/setLevel", *LIST_KEYS})
 _ids = itertools.count(1)
@@ -374,12 +376,13 @@ def rewrite_event_data(data: str, rewrite: Rewrite | None, upstream: str, gatewa
 # -- asking upstreams on the client's behalf ---------------------------------------------------
 
 
-async def list_everywhere(ctx: RequestContext, method: str) -> list[Listed]:
+async def list_everywhere(ctx: RequestContext, method: str, *, fresh: bool = False) -> list[Listed]:
     """Every target upstream's list, in file order; one that fails is left out, not fatal."""
     gateway = ctx.gateway
     kind = LIST_KIND[method]
     targets = [gateway.upstreams[n] for n in gateway.router.list_targets(kind) if n in gateway.upstreams]
-    results = await asyncio.gather(*(list_one(ctx, u, method) for u in targets), return_exceptions=True)
+    get = fetch_list if fresh else list_one
+    results = await asyncio.gather(*(get(ctx, u, method) for u in targets), return_exceptions=True)
     answers: list[Listed] = []
     for upstream, result in zip(targets, results, strict=True):
         if isinstance(result, BaseException):
@@ -392,6 +395,29 @@ async def list_everywhere(ctx: RequestContext, method: str) -> list[Listed]:
 
 
 async def list_one(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
+    """One upstream's list: from the cache while fresh, else asked for and cached as it allows."""
+    cache = ctx.gateway.list_cache
+    # Private answers stay with the identity (and era: a legacy session's answer says nothing of
+    # what the upstream would tell a stateless client) they were given to.
+    identity = f"{ctx.era}:{ctx.identity.client_id}"
+    now = time.monotonic()
+    # What an upstream the heartbeat finds down once listed is not served: it is asked (and left out).
+    for scope in ("public", identity) if upstream.state.health != "unhealthy" else ():
+        cached = cache.get((upstream.name, method, scope))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+    listed = await fetch_list(ctx, upstream, method)
+    ttl = upstream.config.list_cache_ttl if listed.ttl_ms is None else listed.ttl_ms / 1000
+    if ttl > 0:
+        # A 2026-07-28 answer says whether it may be shared; a legacy one stays with its identity.
+        public = listed.ttl_ms is not None and not listed.private
+        cache[(upstream.name, method, "public" if public else identity)] = (now + ttl, listed)
+        while len(cache) > MAX_CACHED_LISTS:
+            del cache[next(iter(cache))]  # the oldest entry
+    return listed
+
+
+async def fetch_list(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
     """One upstream's list, drained across its pages (bounded), remembered for routing."""
     key = LIST_KEYS[method][0]
     items: list[dict[str, Any]] = []
@@ -423,7 +449,7 @@ async def refresh_catalogue(ctx: RequestContext, kind: str) -> None:
         kind, ("resources/list", "resources/templates/list")
     )
     for method in methods:
-        await list_everywhere(ctx, method)
+        await list_everywhere(ctx, method, fresh=True)
 
 
 async def fan_out(ctx: RequestContext, method: str, params: dict[str, Any], upstreams: Any) -> None:

@@ -99,6 +99,13 @@ def test_full_config_server_and_sessions(full: Config) -> None:
     )
 
 
+def test_list_cache_ttl() -> None:
+    assert load(MINIMAL).upstreams[0].list_cache_ttl == 30.0
+    assert load(MINIMAL + "    list_cache_ttl: 0\n").upstreams[0].list_cache_ttl == 0.0
+    assert load(MINIMAL + "    list_cache_ttl: 2m\n").upstreams[0].list_cache_ttl == 120.0
+    assert problems(MINIMAL + "    list_cache_ttl: soon\n")
+
+
 def test_upstream_description() -> None:
     config = load(MINIMAL + "    description: Search and read GitHub issues\n")
     assert config.upstreams[0].description == "Search and read GitHub issues"

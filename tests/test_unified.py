@@ -354,11 +354,11 @@ async def test_an_upstream_killed_mid_session_drops_out_and_comes_back(named_ups
                 assert "gamma__whoami" in await tools()
                 assert (await call("gamma__whoami"))["messages"][-1]["result"]["content"][0]["text"] == "gamma"
                 stop_process(proc)
-                assert await tools() == ALPHA_TOOLS  # gamma's items drop out; alpha's stay
-                assert (await call("whoami"))["messages"][-1]["result"]["content"][0]["text"] == "alpha"
                 down = await call("gamma__whoami")
                 assert down["status"] == 502
                 await until(lambda: _not(ready()), "readiness drops")
+                assert await tools() == ALPHA_TOOLS  # gamma's (cached) items drop out; alpha's stay
+                assert (await call("whoami"))["messages"][-1]["result"]["content"][0]["text"] == "alpha"
 
                 proc = start_demo_server(port, NAMED_SERVER, "--name", "gamma")  # a new process: old sessions gone
                 await until(ready, "readiness returns")
@@ -395,6 +395,7 @@ async def test_the_merged_stream_relays_list_changed_and_the_new_tool_is_callabl
             # The SDK client opens its GET stream in the background; the upstream drops what its
             # stream-less session is told, so wait until the gateway follows both upstreams.
             await until(lambda: _true(len(gw.gateway.streams) == 2), "the merged stream is up")
+            assert f"beta__{tool}" not in {t.name for t in (await c.list_tools()).tools}  # now cached
             assert text(await c.call_tool("beta__grow", {"tool": tool})) == f"beta added {tool}"
             await asyncio.wait_for(changed.wait(), 10)
             tools = {t.name for t in (await c.list_tools()).tools}
@@ -405,3 +406,32 @@ async def test_the_merged_stream_relays_list_changed_and_the_new_tool_is_callabl
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("ttl", [30.0, 0.0])
+async def test_lists_are_cached_per_upstream_for_list_cache_ttl(named_upstreams: dict[str, str], ttl: float) -> None:
+    """Legacy answers say nothing about caching: the gateway keeps them list_cache_ttl (per identity)."""
+    beta = UpstreamConfig(
+        name="beta", transport="streamable-http", url=named_upstreams["beta"], prefix="beta", list_cache_ttl=ttl
+    )
+    tool = f"cached_{free_port()}"
+    async with running_gateway(make_config({"beta": beta})) as gw, aiohttp.ClientSession() as http:
+        url = gw.url + "/mcp"
+        sid = await initialize(http, url)  # no GET stream: no list_changed reaches the gateway
+
+        async def tools() -> set[str]:
+            async with http.post(url, json=rpc("tools/list", {}), headers=session_headers(sid)) as r:
+                return {t["name"] for t in (await read_messages(r))[-1]["result"]["tools"]}
+
+        assert "beta__grow" in await tools()
+        call = rpc("tools/call", {"name": "beta__grow", "arguments": {"tool": tool}})
+        async with http.post(url, json=call, headers=session_headers(sid)) as r:
+            assert r.status == 200
+        assert (f"beta__{tool}" in await tools()) is (ttl == 0)
+        # A call by a name the cached list lacks still finds it: the gateway asks again first.
+        call = rpc("tools/call", {"name": f"beta__{tool}", "arguments": {}}, id=5)
+        async with http.post(url, json=call, headers=session_headers(sid)) as r:
+            assert (await read_messages(r))[-1]["result"]["content"][0]["text"] == f"beta grew {tool}"
+        # 2026-07-28 answers say ttlMs 0 (the SDK server's): never served from the cache.
+        async with http.post(url, json=modern_call("tools/list"), headers=modern_headers("tools/list")) as r:
+            assert f"beta__{tool}" in {t["name"] for t in (await r.json())["result"]["tools"]}

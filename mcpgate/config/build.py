@@ -96,6 +96,7 @@ _UPSTREAM: Converters = {
     "auth": _upstream_auth,
     "timeout": _seconds,
     "connect_timeout": _seconds,
+    "list_cache_ttl": _seconds,
     "tools": lambda spec: ToolFilter(_globs(spec.get("allow", [])), _globs(spec.get("deny", []))),
     "heartbeat": lambda spec: Heartbeat(**_fields(spec, _HEARTBEAT)),
 }

@@ -115,6 +115,7 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     prefix: str | None = None
     description: str | None = None
+    list_cache_ttl: float = 30.0
     auth: UpstreamAuth | None = None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     tools: ToolFilter = ToolFilter()
