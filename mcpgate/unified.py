@@ -6,41 +6,37 @@ lists itself; every call goes to the upstream the router picks, renamed as that 
 it, and its answer streams back through the same relay as the per-server endpoint's.
 
 Legacy clients get a gateway session whose upstream sessions are opened lazily, on first use,
-with the client's own ``initialize`` params; 2026-07-28 clients are stateless end to end.
+with the client's own ``initialize`` params; 2026-07-28 clients are stateless, except in front
+of a legacy-only upstream, whose session the gateway holds for them (``outbound``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiohttp import web
 
-from mcpgate import federation, jsonrpc
+from mcpgate import federation, jsonrpc, outbound
 from mcpgate.errors import GatewayError
-from mcpgate.federation import LIST_KEYS, Listed
+from mcpgate.federation import LIST_KEYS
 from mcpgate.jsonrpc import Message
 from mcpgate.proxy import (
     SSE_HEADERS,
     Rewrite,
     end_session,
     exchange,
-    open_upstream_session,
     read_chunk,
-    read_response,
     relay,
-    reopen_upstream_session,
     write_quietly,
 )
-from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, LIST_KIND, Route, addressed_item
+from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, Route, addressed_item
 from mcpgate.sessions import Session, new_session_id
 from mcpgate.sse import SSEError, SSEParser, encode_event
-from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
+from mcpgate.upstream.http import SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
@@ -48,12 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcpgate.unified")
 
 UNIFIED: Final = "*"  # the endpoint name and session scope of /mcp
-MAX_PAGES: Final = 20  # upstream list pages drained into one answer
-MAX_LIST_BODY: Final = 16 * 1024 * 1024
-MAX_CACHED_LISTS: Final = 10_000
 # Methods the gateway answers itself, from what it knows or by asking every upstream.
 ANSWERED: Final = frozenset({"initialize", "ping", "server/discover", "logging/setLevel", *LIST_KEYS})
-_ids = itertools.count(1)
 # The _meta keys of the 2026-07-28 era, which a legacy upstream has no use for.
 MODERN_META: Final = "io.modelcontextprotocol/"
 
@@ -88,7 +80,7 @@ async def route(ctx: RequestContext) -> None:
     found = gateway.router.route(message.method, item, gateway.catalogue)
     if found is None and item is not None:
         # Perhaps an upstream gained it since its list was last seen: look once more, then decide.
-        await refresh_catalogue(ctx, item[0])
+        await outbound.refresh_catalogue(ctx, item[0])
         found = gateway.router.route(message.method, item, gateway.catalogue)
     if found is None:
         if item is None:
@@ -144,8 +136,8 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     if CALL_KIND.get(message.method) in ("tool", "prompt") or message.method == "completion/complete":
         body, name = renamed(message, target.name)
     if ctx.session is not None:
-        await ensure_upstream_session(ctx, ctx.session, upstream)
-    if ctx.session is None and await legacy_only(upstream):
+        await outbound.ensure_upstream_session(ctx, ctx.session, upstream)
+    if ctx.session is None and await outbound.legacy_only(upstream):
         await forward_held(ctx, upstream, message, target.name if name is not None else None)
         return
     # An upstream may ask the client something mid-call (legacy): its request ids are tagged so the
@@ -167,7 +159,7 @@ async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Mes
     That session is shared by every such client, so the call travels under an id of the
     gateway's and the answer gets the client's id back; the modern ``_meta`` keys stay behind.
     """
-    session = await session_for(ctx, upstream)
+    session = await outbound.session_for(ctx, upstream)
     assert session is not None
     assert message.method is not None
     params = {key: value for key, value in message.params.items() if key != "_meta"}
@@ -176,9 +168,9 @@ async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Mes
         params["_meta"] = meta
     if name is not None:
         params["name"] = name
-    held_id = f"mcpgate-held-{next(_ids)}"
+    held_id = f"mcpgate-held-{next(outbound.ids)}"
     body = jsonrpc.dumps({**message.raw, "id": held_id, "params": params})
-    resp = await post(ctx, upstream, session, message.method, body)
+    resp = await outbound.post(ctx, upstream, session, message.method, body)
     try:
         await relay(ctx, resp, rewrite=federation.as_modern_answer(held_id, message.id), long_lived=False)
     finally:
@@ -221,7 +213,8 @@ async def relay_notification(ctx: RequestContext, message: Message) -> None:
 
 
 async def notify(ctx: RequestContext, session: Session, upstream: HttpUpstream, raw: dict[str, Any]) -> None:
-    resp = await upstream.send("POST", upstream_headers(upstream, session, str(raw.get("method"))), jsonrpc.dumps(raw))
+    headers = outbound.upstream_headers(upstream, session, str(raw.get("method")))
+    resp = await upstream.send("POST", headers, jsonrpc.dumps(raw))
     resp.release()
 
 
@@ -247,11 +240,11 @@ async def answer(ctx: RequestContext, method: str, message: Message) -> dict[str
     if method == "ping":
         return {}
     if method == "logging/setLevel":
-        await fan_out(ctx, method, message.params, gateway.upstreams.values())
+        await outbound.fan_out(ctx, method, message.params, gateway.upstreams.values())
         return {}
     if message.params.get("cursor") is not None:
         raise GatewayError("invalid_params", "Invalid cursor: the unified endpoint answers lists in one page")
-    answers = await list_everywhere(ctx, method)
+    answers = await outbound.list_everywhere(ctx, method)
     items = federation.merge_list(method, answers, gateway.router, gateway.catalogue)
     if method == "tools/list":
         warn_about_unsafe_names(ctx, items)
@@ -296,7 +289,7 @@ async def merged_stream(ctx: RequestContext, session: Session) -> None:
     gateway = ctx.gateway
     upstreams = list(gateway.upstreams.values())
     opened = await asyncio.gather(
-        *(ensure_upstream_session(ctx, session, u) for u in upstreams), return_exceptions=True
+        *(outbound.ensure_upstream_session(ctx, session, u) for u in upstreams), return_exceptions=True
     )
     live = [u for u, outcome in zip(upstreams, opened, strict=True) if not isinstance(outcome, BaseException)]
     out = web.StreamResponse(headers={**SSE_HEADERS, SESSION_HEADER: session.id})
@@ -371,158 +364,3 @@ def rewrite_event_data(data: str, rewrite: Rewrite | None, upstream: str, gatewa
         gateway.forget_list(upstream, method)
     changed = rewrite(message) if rewrite is not None else None
     return data if changed is None else jsonrpc.dumps(changed).decode()
-
-
-# -- asking upstreams on the client's behalf ---------------------------------------------------
-
-
-async def list_everywhere(ctx: RequestContext, method: str, *, fresh: bool = False) -> list[Listed]:
-    """Every target upstream's list, in file order; one that fails is left out, not fatal."""
-    gateway = ctx.gateway
-    kind = LIST_KIND[method]
-    targets = [gateway.upstreams[n] for n in gateway.router.list_targets(kind) if n in gateway.upstreams]
-    get = fetch_list if fresh else list_one
-    results = await asyncio.gather(*(get(ctx, u, method) for u in targets), return_exceptions=True)
-    answers: list[Listed] = []
-    for upstream, result in zip(targets, results, strict=True):
-        if isinstance(result, BaseException):
-            if not isinstance(result, GatewayError | TimeoutError):
-                raise result
-            log.warning("left %s out of %s: %s", upstream.name, method, getattr(result, "message", "timed out"))
-            continue
-        answers.append(result)
-    return answers
-
-
-async def list_one(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
-    """One upstream's list: from the cache while fresh, else asked for and cached as it allows."""
-    cache = ctx.gateway.list_cache
-    # Private answers stay with the identity (and era: a legacy session's answer says nothing of
-    # what the upstream would tell a stateless client) they were given to.
-    identity = f"{ctx.era}:{ctx.identity.client_id}"
-    now = time.monotonic()
-    # What an upstream the heartbeat finds down once listed is not served: it is asked (and left out).
-    for scope in ("public", identity) if upstream.state.health != "unhealthy" else ():
-        cached = cache.get((upstream.name, method, scope))
-        if cached is not None and cached[0] > now:
-            return cached[1]
-    listed = await fetch_list(ctx, upstream, method)
-    ttl = upstream.config.list_cache_ttl if listed.ttl_ms is None else listed.ttl_ms / 1000
-    if ttl > 0:
-        # A 2026-07-28 answer says whether it may be shared; a legacy one stays with its identity.
-        public = listed.ttl_ms is not None and not listed.private
-        cache[(upstream.name, method, "public" if public else identity)] = (now + ttl, listed)
-        while len(cache) > MAX_CACHED_LISTS:
-            del cache[next(iter(cache))]  # the oldest entry
-    return listed
-
-
-async def fetch_list(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
-    """One upstream's list, drained across its pages (bounded), remembered for routing."""
-    key = LIST_KEYS[method][0]
-    items: list[dict[str, Any]] = []
-    ttl: int | None = None
-    private = False
-    cursor: str | None = None
-    for _ in range(MAX_PAGES):
-        params: dict[str, Any] = {} if cursor is None else {"cursor": cursor}
-        result = await ask(ctx, upstream, method, params)
-        page = result.get(key)
-        if isinstance(page, list):
-            items += [item for item in page if isinstance(item, dict)]
-        if isinstance(result.get("ttlMs"), int):
-            ttl = result["ttlMs"] if ttl is None else min(ttl, result["ttlMs"])
-        private = private or result.get("cacheScope") == "private"
-        cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
-        if cursor is None:
-            break
-    if method == "tools/list" and not upstream.config.tools.is_open:
-        permits = upstream.config.tools.permits
-        items = [t for t in items if permits(str(t.get("name", "")))]
-    names = [n for item in items if (n := federation.item_name(method, item)) is not None]
-    ctx.gateway.remember_list(upstream.name, method, names)
-    return Listed(upstream.name, tuple(items), ttl, private)
-
-
-async def refresh_catalogue(ctx: RequestContext, kind: str) -> None:
-    methods = {"tool": ("tools/list",), "prompt": ("prompts/list",)}.get(
-        kind, ("resources/list", "resources/templates/list")
-    )
-    for method in methods:
-        await list_everywhere(ctx, method, fresh=True)
-
-
-async def fan_out(ctx: RequestContext, method: str, params: dict[str, Any], upstreams: Any) -> None:
-    results = await asyncio.gather(*(ask(ctx, u, method, params) for u in upstreams), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, GatewayError | TimeoutError):
-            raise result
-
-
-async def ask(ctx: RequestContext, upstream: HttpUpstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One request of the gateway's own to an upstream, in the client's era; its result or an error."""
-    session = await session_for(ctx, upstream)
-    if session is None and isinstance(ctx.message, Message):
-        params = {**params, "_meta": ctx.message.params.get("_meta", {})}
-    request_id = f"mcpgate-{next(_ids)}"
-    body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-    resp = await post(ctx, upstream, session, method, body)
-    try:
-        if resp.status != 200:
-            raise upstream.error("upstream_bad_response", f"answered {method} with HTTP {resp.status}")
-        message = await read_response(upstream, resp, request_id, limit=MAX_LIST_BODY)
-    finally:
-        resp.release()
-    result = message.get("result") if message else None
-    if not isinstance(result, dict):
-        raise upstream.error("upstream_bad_response", f"answered {method} without a result")
-    return result
-
-
-async def session_for(ctx: RequestContext, upstream: HttpUpstream) -> Session | None:
-    """The session a request to ``upstream`` travels in, opened if need be.
-
-    A legacy client's own; for a 2026-07-28 client in front of a legacy-only upstream, the
-    session the gateway holds with that upstream itself; none when both sides are stateless.
-    """
-    session = ctx.session
-    if session is None and await legacy_only(upstream):
-        session = ctx.gateway.held_session(upstream.name)
-    if session is not None:
-        await ensure_upstream_session(ctx, session, upstream)
-    return session
-
-
-async def legacy_only(upstream: HttpUpstream) -> bool:
-    """Whether the upstream refuses stateless requests (the heartbeat found out; asked now if not yet)."""
-    if upstream.state.protocol is None:
-        await upstream.probe()
-    return upstream.state.protocol == "legacy"
-
-
-async def post(
-    ctx: RequestContext, upstream: HttpUpstream, session: Session | None, method: str, body: bytes
-) -> aiohttp.ClientResponse:
-    """POST a message of the gateway's making; an upstream that forgot the session gets a new one, once."""
-    sent_sid = session.upstream_sessions.get(upstream.name) if session is not None else None
-    resp = await upstream.send("POST", upstream_headers(upstream, session, method), body)
-    if resp.status == 404 and sent_sid is not None and session is not None:
-        resp.release()
-        await reopen_upstream_session(ctx, session, upstream, stale=sent_sid)
-        resp = await upstream.send("POST", upstream_headers(upstream, session, method), body)
-    return resp
-
-
-def upstream_headers(upstream: HttpUpstream, session: Session | None, method: str) -> Any:
-    if session is not None:
-        client = {"Content-Type": "application/json", "MCP-Protocol-Version": session.protocol_version}
-        return upstream.headers_for(client, accept=POST_ACCEPT, session_id=session.upstream_sessions.get(upstream.name))
-    modern = jsonrpc.MODERN_VERSIONS[0]
-    client = {"Content-Type": "application/json", "MCP-Protocol-Version": modern, "Mcp-Method": method}
-    return upstream.headers_for(client, accept=POST_ACCEPT, session_id=None)
-
-
-async def ensure_upstream_session(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
-    """Open the upstream's session on first use, with the client's own initialize params."""
-    if upstream.name not in session.upstream_sessions:
-        await open_upstream_session(ctx, session, upstream)

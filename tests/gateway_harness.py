@@ -119,6 +119,18 @@ def session_headers(session_id: str, version: str = LEGACY) -> dict[str, str]:
 
 
 @asynccontextmanager
+async def sdk_client(url: str, mode: str, headers: dict[str, str] | None = None, **options: Any) -> AsyncIterator[Any]:
+    """The official client (``mcp.Client``); the SDK leaves closing a caller-supplied httpx2 client to the caller."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(headers=headers or {}, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as c:
+            yield c
+
+
+@asynccontextmanager
 async def raw_upstream(handler: Callable[[web.Request], Any]) -> AsyncIterator[tuple[str, web.AppRunner]]:
     """A hand-made upstream for faults the real SDK server never produces."""
     app = web.Application()

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from tests.gateway_harness import (
     LEGACY,
@@ -23,6 +18,7 @@ from tests.gateway_harness import (
     open_session,
     rpc,
     running_gateway,
+    sdk_client,
     session_headers,
 )
 
@@ -31,18 +27,10 @@ pytestmark = pytest.mark.e2e
 MODES = ["legacy", "2026-07-28", "auto"]
 
 
-@asynccontextmanager
-async def client(url: str, mode: str, headers: dict[str, str] | None = None) -> AsyncIterator[Client]:
-    """The official client; the SDK leaves closing a caller-supplied httpx2 client to the caller."""
-    async with httpx2.AsyncClient(headers=headers or {}, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as c:
-            yield c
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("path", ["/servers/demo/mcp", "/mcp/demo"])
 async def test_tools_resources_prompts_through_the_gateway(mcp_upstream_url: str, mode: str, path: str) -> None:
-    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, client(gw.url + path, mode) as c:
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, sdk_client(gw.url + path, mode) as c:
         tools = await c.list_tools()
         assert {"add", "echo", "countdown", "sleep", "fail"} <= {t.name for t in tools.tools}
 
@@ -71,7 +59,7 @@ async def test_progress_reaches_the_sdk_client(mcp_upstream_url: str, mode: str)
         seen.append((progress, total, message))
 
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw:
-        async with client(gw.endpoint("demo"), mode) as c:
+        async with sdk_client(gw.endpoint("demo"), mode) as c:
             result = await c.call_tool("countdown", {"steps": 3, "delay": 0.01}, progress_callback=on_progress)
     assert result.content[0].text == "lift-off after 3 steps"  # type: ignore[union-attr]
     assert [p for p, _, _ in seen] == [1, 2, 3]
@@ -224,7 +212,7 @@ async def test_batches_only_in_2025_03_26(mcp_upstream_url: str) -> None:
 
 async def test_many_concurrent_calls(mcp_upstream_url: str) -> None:
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw:
-        async with client(gw.endpoint("demo"), "2026-07-28") as c:
+        async with sdk_client(gw.endpoint("demo"), "2026-07-28") as c:
             results = await asyncio.gather(*(c.call_tool("add", {"a": i, "b": i}) for i in range(20)))
     assert [r.structured_content for r in results] == [{"result": 2 * i} for i in range(20)]
 

@@ -14,11 +14,8 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
-import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from mcpgate.config.model import Glob, Heartbeat, RouteMatch, RoutingRule, UpstreamConfig
 from tests.conftest import NAMED_SERVER, free_port, start_demo_server, stop_process
@@ -33,6 +30,7 @@ from tests.gateway_harness import (
     read_messages,
     rpc,
     running_gateway,
+    sdk_client,
     session_headers,
 )
 
@@ -56,20 +54,13 @@ async def unified(urls: dict[str, str], *rules: RoutingRule) -> AsyncIterator[Ru
         yield gw
 
 
-@asynccontextmanager
-async def client(url: str, mode: str) -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as c:
-            yield c
-
-
 def text(result: Any) -> str:
     return str(result.content[0].text)
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_one_server_made_of_two(named_upstreams: dict[str, str], mode: str) -> None:
-    async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
+    async with unified(named_upstreams) as gw, sdk_client(gw.url + "/mcp", mode) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         assert tools == {
             "whoami", "add", "only_alpha", "steps", "dotted.name", "ask", "grow",
@@ -103,7 +94,7 @@ async def test_progress_streams_through_the_unified_endpoint(named_upstreams: di
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(message)
 
-    async with unified(named_upstreams) as gw, client(gw.url + "/mcp", mode) as c:
+    async with unified(named_upstreams) as gw, sdk_client(gw.url + "/mcp", mode) as c:
         result = await c.call_tool("beta__steps", {"count": 3}, progress_callback=on_progress)
     assert text(result) == "beta done"
     assert seen == ["beta step 1", "beta step 2", "beta step 3"]
@@ -111,7 +102,7 @@ async def test_progress_streams_through_the_unified_endpoint(named_upstreams: di
 
 async def test_a_rule_takes_a_name_away(named_upstreams: dict[str, str]) -> None:
     to_beta = RoutingRule(0, RouteMatch(method=Glob.compile("tools/call"), tool=Glob.compile("whoami")), "beta")
-    async with unified(named_upstreams, to_beta) as gw, client(gw.url + "/mcp", "auto") as c:
+    async with unified(named_upstreams, to_beta) as gw, sdk_client(gw.url + "/mcp", "auto") as c:
         assert text(await c.call_tool("whoami", {})) == "beta"  # the rule, before the catalogue
         tools = {t.name for t in (await c.list_tools()).tools}
         assert "whoami" not in tools  # alpha's whoami is no longer callable, so it is not listed
@@ -120,7 +111,7 @@ async def test_a_rule_takes_a_name_away(named_upstreams: dict[str, str]) -> None
 
 async def test_a_catch_all_rule_leaves_one_upstream(named_upstreams: dict[str, str]) -> None:
     everything = RoutingRule(0, RouteMatch(method=Glob.compile("*")), "alpha")
-    async with unified(named_upstreams, everything) as gw, client(gw.url + "/mcp", "legacy") as c:
+    async with unified(named_upstreams, everything) as gw, sdk_client(gw.url + "/mcp", "legacy") as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         assert tools == ALPHA_TOOLS
 
@@ -128,7 +119,7 @@ async def test_a_catch_all_rule_leaves_one_upstream(named_upstreams: dict[str, s
 async def test_names_clients_reject_are_served_and_logged_once(
     named_upstreams: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with unified(named_upstreams) as gw, client(gw.url + "/mcp", "2026-07-28") as c:
+    async with unified(named_upstreams) as gw, sdk_client(gw.url + "/mcp", "2026-07-28") as c:
         for _ in range(2):
             await c.list_tools()
         assert text(await c.call_tool("beta__dotted.name", {})) == "dotted"
@@ -256,9 +247,8 @@ async def test_an_upstream_asks_the_client_through_the_gateway(named_upstreams: 
         asked.append(params.message)
         return types.ElicitResult(action="accept", content={"value": f"yes-{len(asked)}"})
 
-    async with unified(named_upstreams) as gw, httpx2.AsyncClient(timeout=30) as http:
-        transport = streamable_http_client(gw.url + "/mcp", http_client=http)
-        async with Client(transport, mode=mode, elicitation_callback=elicit) as c:
+    async with unified(named_upstreams) as gw:
+        async with sdk_client(gw.url + "/mcp", mode, elicitation_callback=elicit) as c:
             first = await c.call_tool("beta__ask", {"question": "proceed?"})
             second = await c.call_tool("ask", {"question": "again?"})
     assert (text(first), text(second)) == ("beta heard yes-1", "alpha heard yes-2")
@@ -283,7 +273,7 @@ async def test_a_legacy_only_upstream_serves_clients_of_both_eras(
     gateway holds that upstream's session itself, shared by such clients under ids of its own."""
     ev = UpstreamConfig(name="ev", transport="streamable-http", url=everything_url, prefix="ev")
     config = make_config({"alpha": named_upstreams["alpha"], "ev": ev})
-    async with running_gateway(config) as gw, client(gw.url + "/mcp", mode) as c:
+    async with running_gateway(config) as gw, sdk_client(gw.url + "/mcp", mode) as c:
         tools = {t.name for t in (await c.list_tools()).tools}
         assert {"ev__echo", "whoami"} <= tools
         assert text(await c.call_tool("ev__echo", {"message": "hi"})) == "Echo: hi"
@@ -389,9 +379,8 @@ async def test_the_merged_stream_relays_list_changed_and_the_new_tool_is_callabl
                 changed.set()
 
     tool = f"grown_{free_port()}"  # the servers live for the whole test session: a fresh name each run
-    async with unified(named_upstreams) as gw, httpx2.AsyncClient(timeout=30) as http:
-        transport = streamable_http_client(gw.url + "/mcp", http_client=http)
-        async with Client(transport, mode="legacy", message_handler=on_message) as c:
+    async with unified(named_upstreams) as gw:
+        async with sdk_client(gw.url + "/mcp", "legacy", message_handler=on_message) as c:
             # The SDK client opens its GET stream in the background; the upstream drops what its
             # stream-less session is told, so wait until the gateway follows both upstreams.
             await until(lambda: _true(len(gw.gateway.streams) == 2), "the merged stream is up")
