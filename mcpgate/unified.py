@@ -45,7 +45,17 @@ log = logging.getLogger("mcpgate.unified")
 
 UNIFIED: Final = "*"  # the endpoint name and session scope of /mcp
 # Methods the gateway answers itself, from what it knows or by asking every upstream.
-ANSWERED: Final = frozenset({"initialize", "ping", "server/discover", "logging/setLevel", *LIST_KEYS})
+ANSWERED: Final = frozenset(
+    {"initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen", *LIST_KEYS}
+)
+SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
+# What a listen filter may ask for, and the capability that says the gateway can honor it.
+LISTEN_FLAGS: Final = {
+    "toolsListChanged": ("tools", "listChanged"),
+    "promptsListChanged": ("prompts", "listChanged"),
+    "resourcesListChanged": ("resources", "listChanged"),
+    "resourceSubscriptions": ("resources", "subscribe"),
+}
 # The _meta keys of the 2026-07-28 era, which a legacy upstream has no use for.
 MODERN_META: Final = "io.modelcontextprotocol/"
 
@@ -120,6 +130,8 @@ async def forward(ctx: RequestContext) -> None:
         await forward_call(ctx, message)
     elif message.kind != "request":
         await relay_notification(ctx, message)
+    elif message.method == "subscriptions/listen":
+        await listen(ctx, message)
     else:
         assert message.method is not None
         result = await answer(ctx, message.method, message)
@@ -272,6 +284,126 @@ def rpc_response(ctx: RequestContext, request_id: jsonrpc.RequestId | None, resu
 
 def _session_header(ctx: RequestContext) -> dict[str, str] | None:
     return {SESSION_HEADER: ctx.session.id} if ctx.session is not None else None
+
+
+# -- subscriptions/listen: the 2026-07-28 notification stream -----------------------------------
+
+
+async def listen(ctx: RequestContext, message: Message) -> None:
+    """One ``subscriptions/listen`` stream for the client, made of each upstream's own.
+
+    The gateway acknowledges what its upstreams together can honor, opens a listen stream to
+    every upstream that speaks 2026-07-28 with the part of the filter that concerns it (resource
+    URIs go where their reads would), and relays their notifications with the client's
+    subscription id. At shutdown the stream ends gracefully, with the listen request's result.
+    """
+    requested = message.params.get("notifications")
+    requested = requested if isinstance(requested, dict) else {}
+    offered = capabilities(ctx)
+    honored = {
+        key: value
+        for key, value in requested.items()
+        if key in LISTEN_FLAGS and offered.get(LISTEN_FLAGS[key][0], {}).get(LISTEN_FLAGS[key][1])
+    }
+    sub_meta = {SUBSCRIPTION_ID: message.id}
+    out = web.StreamResponse(headers=SSE_HEADERS)
+    await out.prepare(ctx.request)
+    ctx.response = out
+    lock = asyncio.Lock()
+    ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged"}
+    await write_quietly(out, sse_message({**ack, "params": {"notifications": honored, "_meta": sub_meta}}))
+    gateway = ctx.gateway
+    targets = [u for u in gateway.upstreams.values() if not await outbound.legacy_only(u)]
+    await asyncio.gather(*(follow_listen(ctx, u, listen_filter(ctx, u, honored), out, lock, message) for u in targets))
+    if gateway.closing.is_set():
+        end = {"jsonrpc": "2.0", "id": message.id, "result": {"resultType": "complete", "_meta": sub_meta}}
+        await write_quietly(out, sse_message(end))
+    await write_quietly(out, None)
+
+
+def listen_filter(ctx: RequestContext, upstream: HttpUpstream, honored: dict[str, Any]) -> dict[str, Any]:
+    """The part of the client's filter for one upstream: the flags, and the URIs it serves."""
+    wanted = {key: value for key, value in honored.items() if key != "resourceSubscriptions"}
+    uris = honored.get("resourceSubscriptions")
+    if isinstance(uris, list):
+        gateway = ctx.gateway
+        mine = [
+            uri
+            for uri in uris
+            if isinstance(uri, str)
+            and (found := gateway.router.route("resources/read", ("resource", uri), gateway.catalogue)) is not None
+            and found.upstream == upstream.name
+        ]
+        if mine:
+            wanted["resourceSubscriptions"] = mine
+    return wanted
+
+
+async def follow_listen(
+    ctx: RequestContext,
+    upstream: HttpUpstream,
+    wanted: dict[str, Any],
+    out: web.StreamResponse,
+    lock: asyncio.Lock,
+    message: Message,
+) -> None:
+    """Relay one upstream's listen stream until it, the client or the gateway ends it."""
+    if not wanted:
+        return
+    gateway = ctx.gateway
+    own_id = f"mcpgate-listen-{next(outbound.ids)}"
+    params = {"notifications": wanted, "_meta": message.params.get("_meta", {})}
+    body = jsonrpc.dumps({"jsonrpc": "2.0", "id": own_id, "method": "subscriptions/listen", "params": params})
+    try:
+        resp = await upstream.send(
+            "POST", outbound.upstream_headers(upstream, None, "subscriptions/listen"), body, stream=True
+        )
+    except GatewayError as exc:
+        log.warning("no listen stream from %s: %s", upstream.name, exc.message)
+        return
+    gateway.streams.add(resp)
+    try:
+        if resp.status != 200 or resp.content_type != "text/event-stream":
+            log.warning("%s refused subscriptions/listen (HTTP %s)", upstream.name, resp.status)
+            return
+        parser = SSEParser()
+        while chunk := await read_chunk(upstream, resp):
+            for event in parser.feed(chunk):
+                relayed = relayed_notification(event.data, upstream.name, gateway, message.id)
+                if relayed is not None:
+                    async with lock:
+                        await out.write(sse_message(relayed))
+    except (GatewayError, SSEError) as exc:
+        log.debug("listen stream from %s ended: %s", upstream.name, exc)
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        return  # the client went away
+    finally:
+        gateway.streams.discard(resp)
+        resp.release()
+
+
+def relayed_notification(data: str, upstream: str, gateway: Any, sub_id: object) -> dict[str, Any] | None:
+    """An upstream's listen notification as the client's stream carries it; ``None`` for the rest."""
+    try:
+        message = jsonrpc.loads(data) if data else None
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or "id" in message:
+        return None  # not a message, or the upstream's end of its stream
+    method = message.get("method")
+    if not isinstance(method, str) or method == "notifications/subscriptions/acknowledged":
+        return None  # the upstream's own acknowledgement: the client had the gateway's
+    if method.endswith("/list_changed"):
+        gateway.forget_list(upstream, method)
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    return {**message, "params": {**params, "_meta": {**meta, SUBSCRIPTION_ID: sub_id}}}
+
+
+def sse_message(message: dict[str, Any]) -> bytes:
+    return encode_event(jsonrpc.dumps(message).decode(), event="message")
 
 
 # -- the merged server-to-client stream (legacy GET) --------------------------------------------

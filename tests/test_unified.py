@@ -8,6 +8,7 @@ by its prefix), and every listed item is callable where the list says.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import mcp_types as types
 import pytest
+from mcp.shared.subscriptions import ToolsListChanged
 
 from mcpgate.config.model import Glob, Heartbeat, RouteMatch, RoutingRule, UpstreamConfig
 from tests.conftest import NAMED_SERVER, free_port, start_demo_server, stop_process
@@ -424,3 +426,42 @@ async def test_lists_are_cached_per_upstream_for_list_cache_ttl(named_upstreams:
         # 2026-07-28 answers say ttlMs 0 (the SDK server's): never served from the cache.
         async with http.post(url, json=modern_call("tools/list"), headers=modern_headers("tools/list")) as r:
             assert f"beta__{tool}" in {t["name"] for t in (await r.json())["result"]["tools"]}
+
+
+async def test_subscriptions_listen_relays_every_upstreams_notifications(named_upstreams: dict[str, str]) -> None:
+    """A 2026-07-28 client's listen stream on /mcp is made of each upstream's own: beta's
+    tools/list_changed reaches it, and the new tool is listed and callable right away."""
+    tool = f"heard_{free_port()}"
+    async with unified(named_upstreams) as gw, sdk_client(gw.url + "/mcp", "2026-07-28") as c:
+        async with c.listen(tools_list_changed=True) as subscription:
+            assert subscription.honored.tools_list_changed
+            await until(lambda: _true(len(gw.gateway.streams) == 2), "both upstreams' listen streams are up")
+            assert text(await c.call_tool("beta__grow", {"tool": tool})) == f"beta added {tool}"
+            async with asyncio.timeout(10):
+                event = await anext(aiter(subscription))
+            assert isinstance(event, ToolsListChanged)
+            tools = {t.name for t in (await c.list_tools()).tools}
+        assert f"beta__{tool}" in tools
+        assert text(await c.call_tool(f"beta__{tool}", {})) == f"beta grew {tool}"
+
+
+async def test_listen_ends_gracefully_at_shutdown(named_upstreams: dict[str, str]) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        body = modern_call("subscriptions/listen", {"notifications": {"toolsListChanged": True}}, id=77)
+        async with http.post(gw.url + "/mcp", json=body, headers=modern_headers("subscriptions/listen")) as resp:
+            assert resp.status == 200
+            first = await resp.content.readuntil(b"\n\n")
+            ack = json.loads(first.decode().split("data: ", 1)[1])
+            assert ack["method"] == "notifications/subscriptions/acknowledged"
+            assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 77
+            assert ack["params"]["notifications"] == {"toolsListChanged": True}
+            await until(lambda: _true(len(gw.gateway.streams) == 2), "both upstreams' listen streams are up")
+            gw.gateway.begin_shutdown()
+            async with asyncio.timeout(10):  # a guard against hanging, not a timing assertion
+                rest = await resp.read()
+        end = json.loads(rest.decode().strip().split("data: ", 1)[1])
+        assert end == {
+            "jsonrpc": "2.0",
+            "id": 77,
+            "result": {"resultType": "complete", "_meta": {"io.modelcontextprotocol/subscriptionId": 77}},
+        }

@@ -50,13 +50,16 @@ def build(name: str) -> MCPServer:
 
     @server.tool()
     async def grow(tool: str, ctx: Context) -> str:
-        """Add a tool named ``tool``, then tell the client's session (its GET stream) the list changed."""
+        """Add a tool named ``tool``, then say the list changed: to the session's GET stream (legacy)
+        and to every subscriptions/listen stream (2026-07-28)."""
 
         def grown() -> str:
             return f"{name} grew {tool}"
 
         server.add_tool(grown, name=tool, description="Added at run time.")
-        await ctx.session.send_tool_list_changed()
+        if ctx.protocol_version != "2026-07-28":
+            await ctx.session.send_tool_list_changed()
+        await ctx.notify_tools_changed()
         return f"{name} added {tool}"
 
     @server.tool(name="dotted.name")
