@@ -369,7 +369,7 @@ def routes(
     from mcpgate.routing import Router
 
     config = load_for_reading(config_path, log_level, log_format)
-    router = Router(config.routing, config.upstreams)
+    router = Router.for_config(config)
     if check_method is not None:
         exit_with_check(router, check_method, name, as_json)
     if name is not None:

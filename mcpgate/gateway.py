@@ -78,7 +78,7 @@ class Gateway:
         store = MemorySessionStore(
             sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
         )
-        return cls(config, upstreams, store, Router(config.routing, config.upstreams))
+        return cls(config, upstreams, store, Router.for_config(config))
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():

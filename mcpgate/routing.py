@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mcpgate.config.model import Glob, RoutingRule, UpstreamConfig
+from mcpgate.config.model import Config, Glob, RoutingRule, UpstreamConfig
 
 SEPARATOR: Final = "__"
 CLIENT_SAFE_NAME: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what Anthropic/OpenAI clients accept
@@ -215,6 +215,10 @@ def _item_globs(rule: RoutingRule) -> tuple[tuple[Kind, Glob], ...]:
 
 class Router:
     """The first-match router of the unified endpoint, compiled once from the routing rules and the upstreams."""
+
+    @classmethod
+    def for_config(cls, config: Config) -> Router:
+        return cls(config.routing, config.upstreams, config.server.prefix_separator)
 
     def __init__(self, rules: Sequence[RoutingRule], upstreams: Sequence[UpstreamConfig], separator: str = SEPARATOR):
         self._upstreams = tuple(u.name for u in upstreams)  # file order

@@ -99,6 +99,13 @@ def test_full_config_server_and_sessions(full: Config) -> None:
     )
 
 
+def test_prefix_separator() -> None:
+    assert load(MINIMAL).server.prefix_separator == "__"
+    assert load(MINIMAL + "server: {prefix_separator: '-'}\n").server.prefix_separator == "-"
+    assert problems(MINIMAL + "server: {prefix_separator: '/'}\n")
+    assert problems(MINIMAL + "server: {prefix_separator: ''}\n")
+
+
 def test_list_cache_ttl() -> None:
     assert load(MINIMAL).upstreams[0].list_cache_ttl == 30.0
     assert load(MINIMAL + "    list_cache_ttl: 0\n").upstreams[0].list_cache_ttl == 0.0

@@ -465,3 +465,26 @@ async def test_listen_ends_gracefully_at_shutdown(named_upstreams: dict[str, str
             "id": 77,
             "result": {"resultType": "complete", "_meta": {"io.modelcontextprotocol/subscriptionId": 77}},
         }
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_completions_route_by_their_reference(named_upstreams: dict[str, str], mode: str) -> None:
+    async with unified(named_upstreams) as gw, sdk_client(gw.url + "/mcp", mode) as c:
+        prompt = await c.complete(
+            types.PromptReference(type="ref/prompt", name="beta__greet"), {"name": "who", "value": "b"}
+        )
+        assert prompt.completion.values == ["beta:greet:b"]  # beta's own name for its prompt
+        mine = await c.complete(types.PromptReference(type="ref/prompt", name="greet"), {"name": "who", "value": "a"})
+        assert mine.completion.values == ["alpha:greet:a"]
+        template = types.ResourceTemplateReference(type="ref/resource", uri="named://beta/items/{item}")
+        by_uri = await c.complete(template, {"name": "item", "value": "7"})
+        assert by_uri.completion.values == ["beta:named://beta/items/{item}:7"]
+
+
+async def test_the_prefix_separator_is_configurable(named_upstreams: dict[str, str]) -> None:
+    config = make_config(upstreams(named_upstreams), prefix_separator="-")
+    async with running_gateway(config) as gw, sdk_client(gw.url + "/mcp", "auto") as c:
+        tools = {t.name for t in (await c.list_tools()).tools}
+        assert {"beta-whoami", "whoami"} <= tools
+        assert "beta__whoami" not in tools
+        assert text(await c.call_tool("beta-whoami", {})) == "beta"

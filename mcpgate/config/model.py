@@ -49,6 +49,8 @@ class ServerConfig:
     ready_when: str | tuple[str, ...] = "all"
     # Grace period for in-flight calls at shutdown; open streams end at once regardless.
     shutdown_timeout: float = 10.0
+    # Between an upstream's prefix and a name on the unified endpoint: github__search.
+    prefix_separator: str = "__"
     # Slow clients hold connections and memory: bound how long headers and bodies may take.
     header_timeout: float = 10.0
     body_timeout: float = 30.0

@@ -9,9 +9,10 @@ call, where the demo server's identical twins could not. Built on the official S
 from __future__ import annotations
 
 import argparse
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp_types import Completion
 from pydantic import BaseModel
 
 
@@ -93,6 +94,12 @@ def build(name: str) -> MCPServer:
     def greet(who: str) -> str:
         """A prompt that says who answers."""
         return f"{name} greets {who}"
+
+    @server.completion()
+    async def complete(ref: Any, argument: Any, context: Any) -> Completion | None:
+        """Completions that say which server made them, and for which prompt or template."""
+        target = getattr(ref, "name", None) or getattr(ref, "uri", None)
+        return Completion(values=[f"{name}:{target}:{argument.value}"])
 
     return server
 
