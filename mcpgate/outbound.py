@@ -139,6 +139,22 @@ async def ask(ctx: RequestContext, upstream: HttpUpstream, method: str, params: 
     return result
 
 
+async def send_whole(
+    ctx: RequestContext, upstream: HttpUpstream, method: str, body: bytes, *, expect: Any
+) -> dict[str, Any] | None:
+    """Send one of the client's messages in the client's session and read the answer to ``expect`` whole."""
+    session = await session_for(ctx, upstream)
+    resp = await post(ctx, upstream, session, method, body)
+    try:
+        if expect is None:
+            return None
+        if resp.status != 200:
+            raise upstream.error("upstream_bad_response", f"answered {method} with HTTP {resp.status}")
+        return await read_response(upstream, resp, expect, limit=MAX_LIST_BODY)
+    finally:
+        resp.release()
+
+
 async def session_for(ctx: RequestContext, upstream: HttpUpstream) -> Session | None:
     """The session a request to ``upstream`` travels in, opened if need be.
 

@@ -281,19 +281,10 @@ async def route(ctx: RequestContext) -> None:
 
 async def authorize(ctx: RequestContext) -> None:
     """The upstream's own exposure filter now; the policy engine plugs in here later."""
-    if ctx.upstream is None:  # answered by the gateway itself
-        return
-    tools = ctx.upstream.config.tools
-    if tools.is_open or not isinstance(ctx.message, Message):
+    if ctx.upstream is None or not isinstance(ctx.message, Message):  # answered by the gateway; batches per item
         return
     if ctx.message.method == "tools/call":
-        name = ctx.route.name if ctx.route is not None else ctx.message.name or ""
-        if not tools.permits(name):
-            raise GatewayError(
-                "forbidden",
-                f"Tool {name[:64]!r} is not exposed by server {ctx.upstream.name!r}",
-                data={"upstream": ctx.upstream.name, "tool": name[:64]},
-            )
+        ctx.upstream.check_exposed(ctx.route.name if ctx.route is not None else ctx.message.name or "")
 
 
 # -- 7. rate limit ---------------------------------------------------------------------------

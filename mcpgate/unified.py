@@ -72,21 +72,27 @@ async def route(ctx: RequestContext) -> None:
         return  # GET merges the upstreams' streams, DELETE ends the session: forward does both
     message = ctx.message
     if isinstance(message, list):
-        raise GatewayError("batch_not_supported", "JSON-RPC batches are not accepted on the unified endpoint")
+        return  # a 2025-03-26 batch: each of its messages is routed on its own (forward_batch)
     assert message is not None
+    found = await route_message(ctx, message)
+    if found is not None:
+        ctx.upstream, ctx.route = found
+
+
+async def route_message(ctx: RequestContext, message: Message) -> tuple[HttpUpstream, Route] | None:
+    """Where one message goes; ``None`` when the gateway answers it itself."""
+    gateway = ctx.gateway
     if message.kind == "response":
         # The client answers an upstream's request: the id says which upstream, and what it said.
         tagged = federation.untag_id(message.id)
-        replied = None if tagged is None else ctx.gateway.upstreams.get(tagged[0])
+        replied = None if tagged is None else gateway.upstreams.get(tagged[0])
         if replied is None or tagged is None:
             raise GatewayError("invalid_request", "This response answers no request the gateway relayed")
-        ctx.upstream, ctx.route = replied, Route(replied.name, "", "reply")
-        return
+        return replied, Route(replied.name, "", "reply")
     if message.kind != "request" or message.method in ANSWERED:
-        return
+        return None
     assert message.method is not None
     item = addressed_item(message.method, message.params)
-    gateway = ctx.gateway
     found = gateway.router.route(message.method, item, gateway.catalogue)
     if found is None and item is not None:
         # Perhaps an upstream gained it since its list was last seen: look once more, then decide.
@@ -104,7 +110,7 @@ async def route(ctx: RequestContext) -> None:
     upstream = gateway.upstreams.get(found.upstream)
     if upstream is None:
         raise GatewayError("upstream_unavailable", f"Upstream {found.upstream!r} is not served yet")
-    ctx.upstream, ctx.route = upstream, found
+    return upstream, found
 
 
 _ALLOW: Final = {"Allow": "POST, GET, DELETE"}
@@ -123,6 +129,9 @@ async def forward(ctx: RequestContext) -> None:
         await end_session(ctx, ctx.session)
         return
     message = ctx.message
+    if isinstance(message, list):
+        await forward_batch(ctx, message)
+        return
     assert isinstance(message, Message)
     if ctx.route is not None and message.kind == "response":
         await forward_reply(ctx, message)
@@ -145,7 +154,7 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     assert message.method is not None
     body: bytes | None = None  # None: the client's own bytes, untouched
     name: str | None = None
-    if CALL_KIND.get(message.method) in ("tool", "prompt") or message.method == "completion/complete":
+    if needs_renaming(message):
         body, name = renamed(message, target.name)
     if ctx.session is not None:
         await outbound.ensure_upstream_session(ctx, ctx.session, upstream)
@@ -201,6 +210,53 @@ async def forward_reply(ctx: RequestContext, message: Message) -> None:
         resp.release()
 
 
+async def forward_batch(ctx: RequestContext, messages: list[Message]) -> None:
+    """A 2025-03-26 batch: every message handled on its own, concurrently; the answers in one array.
+
+    Calls are sent upstream one message at a time and read whole (a batch answer is one JSON
+    document, so nothing in it can stream); a failure becomes that message's error object.
+    """
+    if any(m.method == "initialize" for m in messages):
+        raise GatewayError("invalid_request", "initialize cannot be part of a batch")
+    answers = await asyncio.gather(*(batch_item(ctx, m) for m in messages))
+    replies = [a for a in answers if a is not None]
+    if not replies:
+        ctx.response = web.Response(status=202, headers=_session_header(ctx))
+        return
+    ctx.response = web.Response(
+        body=jsonrpc.dumps(replies), content_type="application/json", headers=_session_header(ctx)
+    )
+
+
+async def batch_item(ctx: RequestContext, message: Message) -> dict[str, Any] | None:
+    try:
+        found = await route_message(ctx, message)
+        if found is None:
+            if message.kind != "request":
+                await notify_upstreams(ctx, message)
+                return None
+            assert message.method is not None
+            return {"jsonrpc": "2.0", "id": message.id, "result": await answer(ctx, message.method, message)}
+        upstream, target = found
+        if message.kind == "response":
+            tagged = federation.untag_id(message.id)
+            assert tagged is not None
+            await outbound.send_whole(ctx, upstream, "", jsonrpc.dumps({**message.raw, "id": tagged[1]}), expect=None)
+            return None
+        if message.method == "tools/call":
+            upstream.check_exposed(target.name)
+        body = renamed(message, target.name)[0] if needs_renaming(message) else None
+        method = message.method or ""
+        return await outbound.send_whole(ctx, upstream, method, body or jsonrpc.dumps(message.raw), expect=message.id)
+    except GatewayError as exc:
+        return exc.to_jsonrpc(message.id) if message.kind == "request" else None
+
+
+def needs_renaming(message: Message) -> bool:
+    """Calls that address a tool or prompt by a name that may carry a prefix (resource URIs never do)."""
+    return CALL_KIND.get(message.method or "") in ("tool", "prompt") or message.method == "completion/complete"
+
+
 def renamed(message: Message, name: str) -> tuple[bytes | None, str | None]:
     """The body with the upstream's own name for the tool or prompt; ``None`` when unchanged."""
     params = message.params
@@ -216,12 +272,16 @@ def renamed(message: Message, name: str) -> tuple[bytes | None, str | None]:
 
 
 async def relay_notification(ctx: RequestContext, message: Message) -> None:
-    """Notifications (``initialized``, ``cancelled``, ``roots/list_changed``) reach every open upstream session."""
+    await notify_upstreams(ctx, message)
+    ctx.response = web.Response(status=202, headers=_session_header(ctx))
+
+
+async def notify_upstreams(ctx: RequestContext, message: Message) -> None:
+    """Notifications (``cancelled``, ``roots/list_changed``) reach every open upstream session."""
     session = ctx.session
     if session is not None and message.method != "notifications/initialized":
         targets = [u for name, u in ctx.gateway.upstreams.items() if name in session.upstream_sessions]
         await asyncio.gather(*(notify(ctx, session, u, message.raw) for u in targets), return_exceptions=True)
-    ctx.response = web.Response(status=202, headers=_session_header(ctx))
 
 
 async def notify(ctx: RequestContext, session: Session, upstream: HttpUpstream, raw: dict[str, Any]) -> None:

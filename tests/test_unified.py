@@ -488,3 +488,33 @@ async def test_the_prefix_separator_is_configurable(named_upstreams: dict[str, s
         assert {"beta-whoami", "whoami"} <= tools
         assert "beta__whoami" not in tools
         assert text(await c.call_tool("beta-whoami", {})) == "beta"
+
+
+async def test_a_2025_03_26_batch_is_answered_item_by_item(named_upstreams: dict[str, str]) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        url = gw.url + "/mcp"
+        sid = await initialize(http, url, version="2025-03-26")
+        headers = session_headers(sid, version="2025-03-26")
+        batch = [
+            rpc("tools/call", {"name": "beta__whoami", "arguments": {}}, id=1),
+            rpc("ping", {}, id=2),
+            rpc("notifications/cancelled", {"requestId": 99}, id=None),
+            rpc("tools/call", {"name": "nope", "arguments": {}}, id=3),
+            rpc("tools/call", {"name": "whoami", "arguments": {}}, id="four"),
+        ]
+        async with http.post(url, json=batch, headers=headers) as resp:
+            assert resp.status == 200
+            answers = await resp.json()
+        assert [a["id"] for a in answers] == [1, 2, 3, "four"]
+        assert answers[0]["result"]["content"][0]["text"] == "beta"
+        assert answers[1]["result"] == {}
+        assert answers[2]["error"]["data"]["reason"] == "unknown_name"
+        assert answers[3]["result"]["content"][0]["text"] == "alpha"
+        only_notifications = [rpc("notifications/cancelled", {"requestId": 5}, id=None)]
+        async with http.post(url, json=only_notifications, headers=headers) as resp:
+            assert resp.status == 202
+        # Later versions have no batches: refused, as on any endpoint.
+        sid = await initialize(http, url)
+        async with http.post(url, json=batch[:2], headers=session_headers(sid)) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["data"]["reason"] == "batch_not_supported"

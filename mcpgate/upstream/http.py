@@ -163,6 +163,16 @@ class HttpUpstream:
         except aiohttp.ClientError as exc:
             raise self.error("upstream_bad_response", f"sent an invalid response: {type(exc).__name__}") from None
 
+    def check_exposed(self, tool: str) -> None:
+        """Refuse a call of a tool this upstream's ``tools`` filter hides (403)."""
+        tools = self.config.tools
+        if not tools.is_open and not tools.permits(tool):
+            raise GatewayError(
+                "forbidden",
+                f"Tool {tool[:64]!r} is not exposed by server {self.name!r}",
+                data={"upstream": self.name, "tool": tool[:64]},
+            )
+
     def error(self, reason: str, what: str, **data: Any) -> GatewayError:
         """A failure of this upstream, worded and tagged the same way everywhere."""
         return GatewayError(reason, f"Upstream {self.name!r} {what}", data={"upstream": self.name, **data})
