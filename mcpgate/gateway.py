@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 
 from mcpgate import __version__
 from mcpgate.config.model import Config
+from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
 from mcpgate.routing import Catalogue, ListedKind, Router
@@ -50,7 +51,8 @@ class Gateway:
     _held: dict[str, Session] = field(default_factory=dict)
     # Upstream lists for the unified endpoint: (upstream, list method, scope) -> (expiry, answer).
     # The scope is "public", or the era and identity a private (or legacy) answer was given to.
-    list_cache: dict[tuple[str, str, str], tuple[float, Listed]] = field(default_factory=dict)
+    list_cache: dict[tuple[str, str, str], tuple[float, float, Listed]] = field(default_factory=dict)
+    _refreshing: dict[object, asyncio.Task[Any]] = field(default_factory=dict)
     # Exposed tool names already logged as ones clients reject: each is said once (bounded).
     warned_names: set[str] = field(default_factory=set)
     # Set when shutdown begins: long-lived streams end, new work is refused.
@@ -185,9 +187,29 @@ class Gateway:
     def end_upstream_sessions_soon(self, sessions: list[Session]) -> None:
         """End evicted sessions' upstream sessions without making the request that evicted them wait."""
         for session in sessions:
-            task = asyncio.create_task(self.end_upstream_sessions(session), name="end-upstream-sessions")
-            self._chores.add(task)
-            task.add_done_callback(self._chores.discard)
+            self._chore(self.end_upstream_sessions(session))
+
+    def in_background(self, key: object, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` after the request that asked for it, once per ``key`` at a time; failures are logged."""
+        if key in self._refreshing:
+            work.close()
+            return
+
+        async def guarded() -> None:
+            try:
+                await work
+            except (GatewayError, TimeoutError) as exc:
+                log.info("background refresh %s failed: %s", key, getattr(exc, "message", "timed out"))
+            finally:
+                self._refreshing.pop(key, None)
+
+        self._refreshing[key] = self._chore(guarded())
+
+    def _chore(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+        return task
 
     async def _sweep_loop(self) -> None:
         interval = max(1.0, min(60.0, self.config.sessions.idle_timeout / 4))

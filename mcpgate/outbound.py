@@ -32,6 +32,8 @@ log = logging.getLogger("mcpgate.outbound")
 MAX_PAGES: Final = 20  # upstream list pages drained into one answer
 MAX_LIST_BODY: Final = 16 * 1024 * 1024
 MAX_CACHED_LISTS: Final = 10_000
+# The list cache's clock (tests move it).
+clock = time.monotonic
 # Ids of the gateway's own requests, unique within this process.
 ids = itertools.count(1)
 
@@ -55,23 +57,47 @@ async def list_everywhere(ctx: RequestContext, method: str, *, fresh: bool = Fal
 
 
 async def list_one(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
-    """One upstream's list: from the cache while fresh, else asked for and cached as it allows."""
+    """One upstream's list: from the cache while fresh, else asked for and cached as it allows.
+
+    An entry past its lifetime, but by less than that lifetime again, is still served while a
+    refresh runs in the background: a busy gateway keeps its lists current without making any
+    client wait for an upstream.
+    """
     cache = ctx.gateway.list_cache
+    now = clock()
+    # What an upstream the heartbeat finds down once listed is not served: it is asked (and left out).
+    for scope in ("public", private_scope(ctx)) if upstream.state.health != "unhealthy" else ():
+        cached = cache.get(key := (upstream.name, method, scope))
+        if cached is None:
+            continue
+        expires, ttl, listed = cached
+        if now < expires:
+            return listed
+        if now < expires + ttl:
+            ctx.gateway.in_background(key, refresh_list(ctx, upstream, method))
+            return listed
+    return await refresh_list(ctx, upstream, method)
+
+
+def private_scope(ctx: RequestContext) -> str:
     # Private answers stay with the identity (and era: a legacy session's answer says nothing of
     # what the upstream would tell a stateless client) they were given to.
-    identity = f"{ctx.era}:{ctx.identity.client_id}"
-    now = time.monotonic()
-    # What an upstream the heartbeat finds down once listed is not served: it is asked (and left out).
-    for scope in ("public", identity) if upstream.state.health != "unhealthy" else ():
-        cached = cache.get((upstream.name, method, scope))
-        if cached is not None and cached[0] > now:
-            return cached[1]
+    return f"{ctx.era}:{ctx.identity.client_id}"
+
+
+async def refresh_list(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:
+    """Ask the upstream for its list and cache the answer for as long as it allows."""
     listed = await fetch_list(ctx, upstream, method)
     ttl = upstream.config.list_cache_ttl if listed.ttl_ms is None else listed.ttl_ms / 1000
     if ttl > 0:
         # A 2026-07-28 answer says whether it may be shared; a legacy one stays with its identity.
         public = listed.ttl_ms is not None and not listed.private
-        cache[(upstream.name, method, "public" if public else identity)] = (now + ttl, listed)
+        cache = ctx.gateway.list_cache
+        cache[(upstream.name, method, "public" if public else private_scope(ctx))] = (
+            clock() + ttl,
+            ttl,
+            listed,
+        )
         while len(cache) > MAX_CACHED_LISTS:
             del cache[next(iter(cache))]  # the oldest entry
     return listed

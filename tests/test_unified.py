@@ -518,3 +518,32 @@ async def test_a_2025_03_26_batch_is_answered_item_by_item(named_upstreams: dict
         async with http.post(url, json=batch[:2], headers=session_headers(sid)) as resp:
             assert resp.status == 400
             assert (await resp.json())["error"]["data"]["reason"] == "batch_not_supported"
+
+
+async def test_a_stale_list_is_served_while_it_is_refreshed_in_the_background(
+    named_upstreams: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("mcpgate.outbound.clock", lambda: now[0])
+    beta = UpstreamConfig(
+        name="beta", transport="streamable-http", url=named_upstreams["beta"], prefix="beta", list_cache_ttl=10
+    )
+    tool = f"later_{free_port()}"
+    async with running_gateway(make_config({"beta": beta})) as gw, aiohttp.ClientSession() as http:
+        url = gw.url + "/mcp"
+        sid = await initialize(http, url)
+
+        async def tools() -> set[str]:
+            async with http.post(url, json=rpc("tools/list", {}), headers=session_headers(sid)) as r:
+                return {t["name"] for t in (await read_messages(r))[-1]["result"]["tools"]}
+
+        await tools()  # cached for 10 s of the fake clock
+        call = rpc("tools/call", {"name": "beta__grow", "arguments": {"tool": tool}})
+        async with http.post(url, json=call, headers=session_headers(sid)) as r:
+            assert r.status == 200
+        now[0] += 15  # past its lifetime, within it again: served as it was, refreshed meanwhile
+        assert f"beta__{tool}" not in await tools()
+        await until(lambda: _true(not gw.gateway._refreshing), "the background refresh finishes")
+        assert f"beta__{tool}" in await tools()  # fresh again, without waiting on the upstream
+        now[0] += 100  # long past: asked for on the spot
+        assert f"beta__{tool}" in await tools()
