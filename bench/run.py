@@ -132,7 +132,7 @@ def start_stub(started: list[Child], sse: bool) -> str:
     return f"http://127.0.0.1:{port}/mcp"
 
 
-def start_gateway(started: list[Child], stub_url: str, config_dir: Path) -> str:
+def start_gateway(started: list[Child], stub_url: str, config_dir: Path, endpoint: str = "server") -> str:
     config = config_dir / "mcpgate-bench.yml"
     config.write_text(f"upstreams:\n  stub:\n    url: {stub_url}\n")
     port = free_port()
@@ -140,7 +140,8 @@ def start_gateway(started: list[Child], stub_url: str, config_dir: Path) -> str:
     child = Child("gateway", argv)
     started.append(child)
     child.wait_listening(port)
-    return f"http://127.0.0.1:{port}/servers/stub/mcp"
+    # server: the per-server passthrough; unified: /mcp, where "echo" is routed by the catalogue.
+    return f"http://127.0.0.1:{port}" + ("/mcp" if endpoint == "unified" else "/servers/stub/mcp")
 
 
 # --- one MCP client ---------------------------------------------------------------------------
@@ -435,6 +436,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,64", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--mode", choices=["legacy", "modern"], default="legacy", help="MCP protocol era")
     parser.add_argument("--sse", action="store_true", help="the stub answers tools/call as text/event-stream")
+    parser.add_argument(
+        "--endpoint",
+        choices=["server", "unified"],
+        default="server",
+        help="gateway endpoint: /servers/stub/mcp (passthrough) or /mcp (the unified endpoint)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--no-gateway", action="store_true", help="direct only: the load generator's own ceiling")
     parser.add_argument(
@@ -482,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stub_url = start_stub(started, args.sse)
             targets = {"direct": stub_url}
             if not args.no_gateway:
-                targets["gateway"] = start_gateway(started, stub_url, Path(config_dir))
+                targets["gateway"] = start_gateway(started, stub_url, Path(config_dir), args.endpoint)
             with asyncio.Runner(loop_factory=_new_loop) as runner:
                 results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool))
     except SetupError as exc:
@@ -495,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": args.mode,
         "tool": args.tool,
         "sse": args.sse,
+        "endpoint": args.endpoint,
         "duration": args.duration,
         "warmup": args.warmup,
         "concurrency": args.levels,
