@@ -49,6 +49,9 @@ class Gateway:
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
     _held: dict[str, Session] = field(default_factory=dict)
+    # 2026-07-28 listeners of each held session's GET stream, and the task that follows it.
+    held_listeners: dict[str, set[asyncio.Queue[Any]]] = field(default_factory=dict)
+    held_followers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     # Upstream lists for the unified endpoint: (upstream, list method, scope) -> (expiry, answer).
     # The scope is "public", or the era and identity a private (or legacy) answer was given to.
     list_cache: dict[tuple[str, str, str], tuple[float, float, Listed]] = field(default_factory=dict)
@@ -104,6 +107,9 @@ class Gateway:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        for follower in self.held_followers.values():
+            follower.cancel()
+        await asyncio.gather(*self.held_followers.values(), return_exceptions=True)
         await self.end_held_sessions()
         for upstream in self.upstreams.values():
             await upstream.close()

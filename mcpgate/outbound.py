@@ -8,9 +8,11 @@ upstream for 2026-07-28 clients, or none. ``unified.py`` decides what to ask; th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -19,10 +21,11 @@ from mcpgate import federation, jsonrpc
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LIST_KEYS, Listed
 from mcpgate.jsonrpc import Message
-from mcpgate.proxy import open_upstream_session, read_response, reopen_upstream_session
+from mcpgate.proxy import open_upstream_session, read_chunk, read_response, reopen_upstream_session
 from mcpgate.routing import LIST_KIND
 from mcpgate.sessions import Session
-from mcpgate.upstream.http import POST_ACCEPT, HttpUpstream
+from mcpgate.sse import SSEError, SSEParser
+from mcpgate.upstream.http import POST_ACCEPT, STREAM_ACCEPT, HttpUpstream
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
@@ -178,6 +181,84 @@ async def send_whole(
             raise upstream.error("upstream_bad_response", f"answered {method} with HTTP {resp.status}")
         return await read_response(upstream, resp, expect, limit=MAX_LIST_BODY)
     finally:
+        resp.release()
+
+
+@contextlib.asynccontextmanager
+async def held_notifications(ctx: RequestContext, upstream: HttpUpstream) -> AsyncIterator[asyncio.Queue[Any]]:
+    """A queue of the notifications on the GET stream of the session held with ``upstream``.
+
+    The stream is followed while anyone listens (the first listener starts it, the last stops
+    it); ``None`` in the queue means it ended for good (shutdown). A listener too slow to keep
+    up loses notifications rather than holding up the others.
+    """
+    gateway = ctx.gateway
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+    listeners = gateway.held_listeners.setdefault(upstream.name, set())
+    listeners.add(queue)
+    follower = gateway.held_followers.get(upstream.name)
+    if follower is None or follower.done():
+        gateway.held_followers[upstream.name] = asyncio.create_task(follow_held_stream(ctx, upstream, listeners))
+    try:
+        yield queue
+    finally:
+        listeners.discard(queue)
+        if not listeners and (task := gateway.held_followers.pop(upstream.name, None)) is not None:
+            task.cancel()
+
+
+async def follow_held_stream(ctx: RequestContext, upstream: HttpUpstream, listeners: set[asyncio.Queue[Any]]) -> None:
+    gateway = ctx.gateway
+    delay = 0.5
+    try:
+        while not gateway.closing.is_set() and listeners:
+            session = gateway.held_session(upstream.name)
+            try:
+                await ensure_upstream_session(ctx, session, upstream)
+                headers = upstream.headers_for(
+                    {"MCP-Protocol-Version": session.protocol_version},
+                    accept=STREAM_ACCEPT,
+                    session_id=session.upstream_sessions.get(upstream.name),
+                )
+                resp = await upstream.send("GET", headers, stream=True)
+            except GatewayError as exc:
+                log.info("no stream from %s for listeners: %s", upstream.name, exc.message)
+            else:
+                await pump_held(ctx, upstream, session, resp, listeners)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    finally:
+        for queue in list(listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+
+async def pump_held(
+    ctx: RequestContext, upstream: HttpUpstream, session: Session, resp: aiohttp.ClientResponse, listeners: set[Any]
+) -> None:
+    gateway = ctx.gateway
+    gateway.streams.add(resp)
+    try:
+        if resp.status == 404:  # the upstream forgot the held session: open another next round
+            await reopen_upstream_session(ctx, session, upstream, stale=session.upstream_sessions.get(upstream.name))
+            return
+        if resp.status != 200 or resp.content_type != "text/event-stream":
+            return
+        parser = SSEParser()
+        while chunk := await read_chunk(upstream, resp):
+            for event in parser.feed(chunk):
+                try:
+                    message = jsonrpc.loads(event.data) if event.data else None
+                except ValueError:
+                    continue
+                if isinstance(message, dict) and "method" in message and "id" not in message:
+                    for queue in list(listeners):
+                        with contextlib.suppress(asyncio.QueueFull):
+                            queue.put_nowait(message)
+    except (GatewayError, SSEError) as exc:
+        log.debug("held stream of %s ended: %s", upstream.name, exc)
+    finally:
+        gateway.streams.discard(resp)
         resp.release()
 
 

@@ -373,8 +373,14 @@ async def listen(ctx: RequestContext, message: Message) -> None:
     ack = {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged"}
     await write_quietly(out, sse_message({**ack, "params": {"notifications": honored, "_meta": sub_meta}}))
     gateway = ctx.gateway
-    targets = [u for u in gateway.upstreams.values() if not await outbound.legacy_only(u)]
-    await asyncio.gather(*(follow_listen(ctx, u, listen_filter(ctx, u, honored), out, lock, message) for u in targets))
+    follows = []
+    for upstream in gateway.upstreams.values():
+        wanted = listen_filter(ctx, upstream, honored)
+        if await outbound.legacy_only(upstream):
+            follows.append(follow_held(ctx, upstream, wanted, out, lock, message.id))
+        else:
+            follows.append(follow_listen(ctx, upstream, wanted, out, lock, message))
+    await asyncio.gather(*follows)
     if gateway.closing.is_set():
         end = {"jsonrpc": "2.0", "id": message.id, "result": {"resultType": "complete", "_meta": sub_meta}}
         await write_quietly(out, sse_message(end))
@@ -440,6 +446,40 @@ async def follow_listen(
     finally:
         gateway.streams.discard(resp)
         resp.release()
+
+
+# Which listen flag lets each list_changed notification through.
+LISTEN_FLAG_OF: Final = {
+    "notifications/tools/list_changed": "toolsListChanged",
+    "notifications/prompts/list_changed": "promptsListChanged",
+    "notifications/resources/list_changed": "resourcesListChanged",
+}
+
+
+async def follow_held(
+    ctx: RequestContext,
+    upstream: HttpUpstream,
+    wanted: dict[str, Any],
+    out: web.StreamResponse,
+    lock: asyncio.Lock,
+    sub_id: object,
+) -> None:
+    """A legacy-only upstream's notifications for a 2026-07-28 listener, from the stream of the
+    session the gateway holds with it (one stream, shared by every listener: the upstream
+    allows one per session)."""
+    flags = {flag for flag, on in wanted.items() if on is True}
+    if not flags & set(LISTEN_FLAG_OF.values()):
+        return  # resource subscriptions of legacy servers need resources/subscribe: not relayed
+    async with outbound.held_notifications(ctx, upstream) as queue:
+        while (notification := await queue.get()) is not None:
+            if LISTEN_FLAG_OF.get(notification.get("method", "")) in flags:
+                relayed = relayed_notification(jsonrpc.dumps(notification).decode(), upstream.name, ctx.gateway, sub_id)
+                if relayed is not None:
+                    try:
+                        async with lock:
+                            await out.write(sse_message(relayed))
+                    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                        return
 
 
 def relayed_notification(data: str, upstream: str, gateway: Any, sub_id: object) -> dict[str, Any] | None:

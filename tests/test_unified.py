@@ -547,3 +547,23 @@ async def test_a_stale_list_is_served_while_it_is_refreshed_in_the_background(
         assert f"beta__{tool}" in await tools()  # fresh again, without waiting on the upstream
         now[0] += 100  # long past: asked for on the spot
         assert f"beta__{tool}" in await tools()
+
+
+async def test_a_listener_hears_a_legacy_only_upstream_through_the_held_session() -> None:
+    port = free_port()
+    proc = start_demo_server(port, NAMED_SERVER, "--name", "old", "--legacy-only")
+    tool = f"relayed_{port}"
+    try:
+        old = UpstreamConfig(name="old", transport="streamable-http", url=f"http://127.0.0.1:{port}/mcp", prefix="old")
+        async with running_gateway(make_config({"old": old})) as gw, sdk_client(gw.url + "/mcp", "2026-07-28") as c:
+            async with c.listen(tools_list_changed=True) as subscription:
+                await until(lambda: _true(len(gw.gateway.streams) == 1), "the held session's stream is followed")
+                assert gw.gateway.upstreams["old"].state.protocol == "legacy"
+                assert text(await c.call_tool("old__grow", {"tool": tool})) == f"old added {tool}"
+                async with asyncio.timeout(10):
+                    event = await anext(aiter(subscription))
+                assert isinstance(event, ToolsListChanged)
+                assert f"old__{tool}" in {t.name for t in (await c.list_tools()).tools}
+            await until(lambda: _true(not gw.gateway.held_followers), "the last listener stops the follower")
+    finally:
+        stop_process(proc)

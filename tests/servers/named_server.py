@@ -104,13 +104,39 @@ def build(name: str) -> MCPServer:
     return server
 
 
+def legacy_only(app: Any) -> Any:
+    """An ASGI wrapper that refuses 2026-07-28 requests, as servers that predate that era do."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        headers = dict(scope.get("headers") or ())
+        if scope["type"] == "http" and headers.get(b"mcp-protocol-version") == b"2026-07-28":
+            body = (
+                b'{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: Server not initialized"}}'
+            )
+            start = {"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]}
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--legacy-only", action="store_true", help="refuse 2026-07-28 requests")
     args = parser.parse_args()
-    build(args.name).run("streamable-http", host=args.host, port=args.port)
+    server = build(args.name)
+    if not args.legacy_only:
+        server.run("streamable-http", host=args.host, port=args.port)
+        return
+    import uvicorn
+
+    app = legacy_only(server.streamable_http_app(host=args.host))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
