@@ -277,11 +277,28 @@ def validate(config_path: str | None, log_level: str | None, log_format: str | N
             emit_json({"valid": False, "errors": [issue_dict(i) for i in err.issues], "summary": None})
             sys.exit(EXIT_FAILURE)
         exit_with(EXIT_FAILURE, f"{print_issues(err)} error(s)")
+    warnings = name_warnings(config)
     if as_json:
-        emit_json({"valid": True, "errors": [], "summary": summarize(config)})
+        emit_json({"valid": True, "errors": [], "warnings": warnings, "summary": summarize(config)})
     else:
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
         click.echo(summarize(config))
     sys.exit(EXIT_OK)
+
+
+def name_warnings(config: Config) -> list[str]:
+    """Valid, but clients will choke on it: tool names on /mcp that Claude and OpenAI reject."""
+    from mcpgate.routing import Router
+
+    unsafe = Router.for_config(config).report().unsafe_prefixes
+    separator = config.server.prefix_separator
+    return [
+        f"upstreams.{name}.prefix: tool names '{name_prefix}{separator}<tool>' on /mcp break "
+        "^[a-zA-Z0-9_-]{1,64}$, which Claude and OpenAI clients require"
+        for u in config.upstreams
+        if (name := u.name) in unsafe and (name_prefix := u.prefix or "")
+    ]
 
 
 LEADING_PATH: Final = re.compile(r"(?P<path>[A-Za-z_][\w.\[\]-]*): (?P<message>.+)", re.DOTALL)

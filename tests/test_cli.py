@@ -229,6 +229,24 @@ def test_validate_json(tmp_path: Path, config_file: Path) -> None:
         assert isinstance(error["line"], int) and isinstance(error["col"], int)
 
 
+def test_validate_warns_about_names_clients_reject(tmp_path: Path) -> None:
+    path = tmp_path / "dotted.yml"
+    path.write_text(
+        "server: {prefix_separator: '.'}\n"
+        "upstreams:\n  gh: {url: http://127.0.0.1:9000/mcp, prefix: gh}\n  kb: {url: http://127.0.0.1:9001/mcp}\n"
+    )
+    result = invoke("validate", "-c", str(path))
+    assert result.exit_code == 0
+    assert result.stderr.splitlines() == [
+        "warning: upstreams.gh.prefix: tool names 'gh.<tool>' on /mcp break ^[a-zA-Z0-9_-]{1,64}$, "
+        "which Claude and OpenAI clients require"
+    ]
+    data = json.loads(invoke("validate", "-c", str(path), "--json").stdout)
+    assert data["valid"] is True and len(data["warnings"]) == 1
+    path.write_text("upstreams:\n  gh: {url: http://127.0.0.1:9000/mcp, prefix: gh}\n")
+    assert invoke("validate", "-c", str(path)).stderr == ""
+
+
 def test_validate_builds_what_start_would(tmp_path: Path) -> None:
     """Valid YAML that this build cannot run fails validate too, not only start."""
     path = tmp_path / "redis.yml"
