@@ -24,10 +24,11 @@ from mcpgate.jsonrpc import Message
 from mcpgate.proxy import open_upstream_session, read_chunk, read_response, reopen_upstream_session
 from mcpgate.routing import LIST_KIND
 from mcpgate.sessions import Session
-from mcpgate.sse import SSEError, SSEParser
+from mcpgate.sse import SSEError, SSEEvent, SSEParser
 from mcpgate.upstream.http import POST_ACCEPT, STREAM_ACCEPT, HttpUpstream
 
 if TYPE_CHECKING:
+    from mcpgate.gateway import Gateway
     from mcpgate.pipeline import RequestContext
 
 log = logging.getLogger("mcpgate.outbound")
@@ -215,16 +216,16 @@ async def follow_held_stream(ctx: RequestContext, upstream: HttpUpstream, listen
             session = gateway.held_session(upstream.name)
             try:
                 await ensure_upstream_session(ctx, session, upstream)
-                headers = upstream.headers_for(
-                    {"MCP-Protocol-Version": session.protocol_version},
-                    accept=STREAM_ACCEPT,
-                    session_id=session.upstream_sessions.get(upstream.name),
-                )
-                resp = await upstream.send("GET", headers, stream=True)
-            except GatewayError as exc:
-                log.info("no stream from %s for listeners: %s", upstream.name, exc.message)
-            else:
-                await pump_held(ctx, upstream, session, resp, listeners)
+                async with open_stream(gateway, upstream, "GET", stream_headers(upstream, session)) as resp:
+                    if resp.status == 404:  # the upstream forgot the held session: open another
+                        stale = session.upstream_sessions.get(upstream.name)
+                        await reopen_upstream_session(ctx, session, upstream, stale=stale)
+                    elif is_event_stream(resp):
+                        async for event in events(upstream, resp):
+                            broadcast(event.data, listeners)
+                        delay = 0.5
+            except (GatewayError, SSEError) as exc:
+                log.debug("held stream of %s ended: %s", upstream.name, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
     finally:
@@ -233,33 +234,53 @@ async def follow_held_stream(ctx: RequestContext, upstream: HttpUpstream, listen
                 queue.put_nowait(None)
 
 
-async def pump_held(
-    ctx: RequestContext, upstream: HttpUpstream, session: Session, resp: aiohttp.ClientResponse, listeners: set[Any]
-) -> None:
-    gateway = ctx.gateway
+def broadcast(data: str, listeners: set[asyncio.Queue[Any]]) -> None:
+    try:
+        message = jsonrpc.loads(data) if data else None
+    except ValueError:
+        return
+    if isinstance(message, dict) and "method" in message and "id" not in message:
+        for queue in list(listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(message)
+
+
+# -- long-lived upstream streams ----------------------------------------------------------------
+
+
+def stream_headers(upstream: HttpUpstream, session: Session) -> Any:
+    """Headers for the GET stream of an upstream session."""
+    return upstream.headers_for(
+        {"MCP-Protocol-Version": session.protocol_version},
+        accept=STREAM_ACCEPT,
+        session_id=session.upstream_sessions.get(upstream.name),
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    gateway: Gateway, upstream: HttpUpstream, method: str, headers: Any, body: bytes | None = None
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A long-lived upstream stream: registered so that shutdown ends it at once, released after."""
+    resp = await upstream.send(method, headers, body, stream=True)
     gateway.streams.add(resp)
     try:
-        if resp.status == 404:  # the upstream forgot the held session: open another next round
-            await reopen_upstream_session(ctx, session, upstream, stale=session.upstream_sessions.get(upstream.name))
-            return
-        if resp.status != 200 or resp.content_type != "text/event-stream":
-            return
-        parser = SSEParser()
-        while chunk := await read_chunk(upstream, resp):
-            for event in parser.feed(chunk):
-                try:
-                    message = jsonrpc.loads(event.data) if event.data else None
-                except ValueError:
-                    continue
-                if isinstance(message, dict) and "method" in message and "id" not in message:
-                    for queue in list(listeners):
-                        with contextlib.suppress(asyncio.QueueFull):
-                            queue.put_nowait(message)
-    except (GatewayError, SSEError) as exc:
-        log.debug("held stream of %s ended: %s", upstream.name, exc)
+        yield resp
     finally:
         gateway.streams.discard(resp)
         resp.release()
+
+
+def is_event_stream(resp: aiohttp.ClientResponse) -> bool:
+    return resp.status == 200 and resp.content_type == "text/event-stream"
+
+
+async def events(upstream: HttpUpstream, resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+    """The events of an upstream stream as they arrive; a stall or break is a ``GatewayError``."""
+    parser = SSEParser()
+    while chunk := await read_chunk(upstream, resp):
+        for event in parser.feed(chunk):
+            yield event
 
 
 async def session_for(ctx: RequestContext, upstream: HttpUpstream) -> Session | None:

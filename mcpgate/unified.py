@@ -29,14 +29,13 @@ from mcpgate.proxy import (
     Rewrite,
     end_session,
     exchange,
-    read_chunk,
     relay,
     write_quietly,
 )
 from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, Route, addressed_item
 from mcpgate.sessions import Session, new_session_id
-from mcpgate.sse import SSEError, SSEParser, encode_event
-from mcpgate.upstream.http import SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
+from mcpgate.sse import SSEError, encode_event
+from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
@@ -420,21 +419,13 @@ async def follow_listen(
     own_id = f"mcpgate-listen-{next(outbound.ids)}"
     params = {"notifications": wanted, "_meta": message.params.get("_meta", {})}
     body = jsonrpc.dumps({"jsonrpc": "2.0", "id": own_id, "method": "subscriptions/listen", "params": params})
+    headers = outbound.upstream_headers(upstream, None, "subscriptions/listen")
     try:
-        resp = await upstream.send(
-            "POST", outbound.upstream_headers(upstream, None, "subscriptions/listen"), body, stream=True
-        )
-    except GatewayError as exc:
-        log.warning("no listen stream from %s: %s", upstream.name, exc.message)
-        return
-    gateway.streams.add(resp)
-    try:
-        if resp.status != 200 or resp.content_type != "text/event-stream":
-            log.warning("%s refused subscriptions/listen (HTTP %s)", upstream.name, resp.status)
-            return
-        parser = SSEParser()
-        while chunk := await read_chunk(upstream, resp):
-            for event in parser.feed(chunk):
+        async with outbound.open_stream(gateway, upstream, "POST", headers, body) as resp:
+            if not outbound.is_event_stream(resp):
+                log.warning("%s refused subscriptions/listen (HTTP %s)", upstream.name, resp.status)
+                return
+            async for event in outbound.events(upstream, resp):
                 relayed = relayed_notification(event.data, upstream.name, gateway, message.id)
                 if relayed is not None:
                     async with lock:
@@ -443,9 +434,6 @@ async def follow_listen(
         log.debug("listen stream from %s ended: %s", upstream.name, exc)
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         return  # the client went away
-    finally:
-        gateway.streams.discard(resp)
-        resp.release()
 
 
 # Which listen flag lets each list_changed notification through.
@@ -546,29 +534,18 @@ async def follow(
     rewrite = tag(upstream.name) if tag is not None else None
     delay = 0.5
     while not gateway.closing.is_set():
-        headers = upstream.headers_for(
-            {"MCP-Protocol-Version": session.protocol_version},
-            accept=STREAM_ACCEPT,
-            session_id=session.upstream_sessions.get(upstream.name),
-        )
         try:
-            resp = await upstream.send("GET", headers, stream=True)
-        except GatewayError as exc:
-            log.debug("no stream from %s: %s", upstream.name, exc.message)
-            return
-        gateway.streams.add(resp)
-        try:
-            if resp.status != 200 or resp.content_type != "text/event-stream":
-                return  # 405: this upstream has nothing to say outside calls; 404: its session is gone
-            parser = SSEParser()
-            while chunk := await read_chunk(upstream, resp):
-                for event in parser.feed(chunk):
-                    if not event.data:
-                        continue
-                    data = rewrite_event_data(event.data, rewrite, upstream.name, gateway)
-                    async with lock:
-                        await out.write(encode_event(data, event="message"))
-                delay = 0.5
+            async with outbound.open_stream(
+                gateway, upstream, "GET", outbound.stream_headers(upstream, session)
+            ) as resp:
+                if not outbound.is_event_stream(resp):
+                    return  # 405: this upstream has nothing to say outside calls; 404: its session is gone
+                async for event in outbound.events(upstream, resp):
+                    if event.data:
+                        data = rewrite_event_data(event.data, rewrite, upstream.name, gateway)
+                        async with lock:
+                            await out.write(encode_event(data, event="message"))
+                    delay = 0.5
         except GatewayError as exc:
             log.debug("stream from %s ended: %s", upstream.name, exc.message)
         except SSEError as exc:
@@ -576,9 +553,6 @@ async def follow(
             return
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             return  # the client went away
-        finally:
-            gateway.streams.discard(resp)
-            resp.release()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
 
