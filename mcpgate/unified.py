@@ -151,15 +151,13 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     assert upstream is not None
     assert target is not None
     assert message.method is not None
-    body: bytes | None = None  # None: the client's own bytes, untouched
-    name: str | None = None
-    if needs_renaming(message):
-        body, name = renamed(message, target.name)
+    raw, name = renamed(message, target.name)
     if ctx.session is not None:
         await outbound.ensure_upstream_session(ctx, ctx.session, upstream)
-    if ctx.session is None and await outbound.legacy_only(upstream):
-        await forward_held(ctx, upstream, message, target.name if name is not None else None)
+    elif await outbound.legacy_only(upstream):
+        await forward_held(ctx, upstream, message, raw or message.raw)
         return
+    body = None if raw is None else jsonrpc.dumps(raw)  # None: the client's own bytes, untouched
     # An upstream may ask the client something mid-call (legacy): its request ids are tagged so the
     # answer finds its way back. Only parsed when the client said it answers such requests.
     session = ctx.session
@@ -173,23 +171,23 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
         resp.release()
 
 
-async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Message, name: str | None) -> None:
+async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Message, raw: dict[str, Any]) -> None:
     """A 2026-07-28 client's call to a legacy-only upstream, in the session the gateway holds with it.
 
     That session is shared by every such client, so the call travels under an id of the
     gateway's and the answer gets the client's id back; the modern ``_meta`` keys stay behind.
+    ``raw`` is the message as the upstream must see it (renamed where need be).
     """
     session = await outbound.session_for(ctx, upstream)
     assert session is not None
     assert message.method is not None
-    params = {key: value for key, value in message.params.items() if key != "_meta"}
-    meta = {k: v for k, v in message.params.get("_meta", {}).items() if not k.startswith(MODERN_META)}
-    if meta:
-        params["_meta"] = meta
-    if name is not None:
-        params["name"] = name
+    params = raw.get("params")
+    params = dict(params) if isinstance(params, dict) else {}
+    meta = params.pop("_meta", None)
+    if isinstance(meta, dict) and (kept := {k: v for k, v in meta.items() if not k.startswith(MODERN_META)}):
+        params["_meta"] = kept
     held_id = f"mcpgate-held-{next(outbound.ids)}"
-    body = jsonrpc.dumps({**message.raw, "id": held_id, "params": params})
+    body = jsonrpc.dumps({**raw, "id": held_id, "params": params})
     resp = await outbound.post(ctx, upstream, session, message.method, body)
     try:
         await relay(ctx, resp, rewrite=federation.as_modern_answer(held_id, message.id), long_lived=False)
@@ -244,30 +242,24 @@ async def batch_item(ctx: RequestContext, message: Message) -> dict[str, Any] | 
             return None
         if message.method == "tools/call":
             upstream.check_exposed(target.name)
-        body = renamed(message, target.name)[0] if needs_renaming(message) else None
-        method = message.method or ""
-        return await outbound.send_whole(ctx, upstream, method, body or jsonrpc.dumps(message.raw), expect=message.id)
+        raw = renamed(message, target.name)[0] or message.raw
+        return await outbound.send_whole(ctx, upstream, message.method or "", jsonrpc.dumps(raw), expect=message.id)
     except GatewayError as exc:
         return exc.to_jsonrpc(message.id) if message.kind == "request" else None
 
 
-def needs_renaming(message: Message) -> bool:
-    """Calls that address a tool or prompt by a name that may carry a prefix (resource URIs never do)."""
-    return CALL_KIND.get(message.method or "") in ("tool", "prompt") or message.method == "completion/complete"
-
-
-def renamed(message: Message, name: str) -> tuple[bytes | None, str | None]:
-    """The body with the upstream's own name for the tool or prompt; ``None`` when unchanged."""
+def renamed(message: Message, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The message with the upstream's own name for the tool or prompt (``None`` when unchanged),
+    and the name for the ``Mcp-Name`` header when that changed too. Resource URIs never change."""
     params = message.params
     if message.method == "completion/complete":
         ref = params.get("ref")
         if not isinstance(ref, dict) or ref.get("type") != "ref/prompt" or ref.get("name") == name:
             return None, None
-        raw = {**message.raw, "params": {**params, "ref": {**ref, "name": name}}}
-        return jsonrpc.dumps(raw), None
-    if params.get("name") == name:
+        return {**message.raw, "params": {**params, "ref": {**ref, "name": name}}}, None
+    if CALL_KIND.get(message.method or "") not in ("tool", "prompt") or params.get("name") == name:
         return None, None
-    return jsonrpc.dumps({**message.raw, "params": {**params, "name": name}}), name
+    return {**message.raw, "params": {**params, "name": name}}, name
 
 
 async def relay_notification(ctx: RequestContext, message: Message) -> None:

@@ -567,3 +567,25 @@ async def test_a_listener_hears_a_legacy_only_upstream_through_the_held_session(
             await until(lambda: _true(not gw.gateway.held_followers), "the last listener stops the follower")
     finally:
         stop_process(proc)
+
+
+async def test_a_legacy_only_upstream_gets_its_own_names_through_the_held_session() -> None:
+    port = free_port()
+    proc = start_demo_server(port, NAMED_SERVER, "--name", "old", "--legacy-only")
+    try:
+        old = UpstreamConfig(name="old", transport="streamable-http", url=f"http://127.0.0.1:{port}/mcp", prefix="old")
+        async with running_gateway(make_config({"old": old})) as gw:
+            async with sdk_client(gw.url + "/mcp", "2026-07-28") as c:
+                ref = types.PromptReference(type="ref/prompt", name="old__greet")
+                assert (await c.complete(ref, {"name": "who", "value": "x"})).completion.values == ["old:greet:x"]
+                prompt = await c.get_prompt("old__greet", {"who": "you"})
+                assert prompt.messages[0].content.text == "old greets you"  # type: ignore[union-attr]
+            async with aiohttp.ClientSession() as http:  # a _meta that is not an object is no internal error
+                body = rpc("tools/call", {"name": "old__whoami", "arguments": {}, "_meta": 5}, id=3)
+                async with http.post(
+                    gw.url + "/mcp", json=body, headers=modern_headers("tools/call", "old__whoami")
+                ) as r:
+                    assert r.status in (200, 400), await r.text()
+                    assert (await read_messages(r))[-1]["id"] == 3
+    finally:
+        stop_process(proc)
