@@ -48,6 +48,7 @@ ANSWERED: Final = frozenset(
     {"initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen", *LIST_KEYS}
 )
 SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
+BATCH_CONCURRENCY: Final = 8
 # What a listen filter may ask for, and the capability that says the gateway can honor it.
 LISTEN_FLAGS: Final = {
     "toolsListChanged": ("tools", "listChanged"),
@@ -215,7 +216,15 @@ async def forward_batch(ctx: RequestContext, messages: list[Message]) -> None:
     """
     if any(m.method == "initialize" for m in messages):
         raise GatewayError("invalid_request", "initialize cannot be part of a batch")
-    answers = await asyncio.gather(*(batch_item(ctx, m) for m in messages))
+    # A 4 MiB batch holds thousands of calls: a few at a time, so one client cannot open
+    # thousands of upstream connections at once.
+    slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def one(message: Message) -> dict[str, Any] | None:
+        async with slots:
+            return await batch_item(ctx, message)
+
+    answers = await asyncio.gather(*(one(m) for m in messages))
     replies = [a for a in answers if a is not None]
     if not replies:
         ctx.response = web.Response(status=202, headers=_session_header(ctx))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -589,3 +590,35 @@ async def test_a_legacy_only_upstream_gets_its_own_names_through_the_held_sessio
                     assert (await read_messages(r))[-1]["id"] == 3
     finally:
         stop_process(proc)
+
+
+async def test_hostile_input_on_the_unified_endpoint(
+    named_upstreams: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
+        url = gw.url + "/mcp"
+        for params, reason in (
+            ({"name": 7, "arguments": {}}, "unknown_name"),
+            ({"name": "x" * 70_000, "arguments": {}}, "unknown_name"),
+            ({"arguments": {}}, "unknown_name"),
+        ):
+            name = params.get("name")
+            headers = modern_headers("tools/call", name if isinstance(name, str) and len(name) < 100 else None)
+            async with http.post(url, json=modern_call("tools/call", params), headers=headers) as r:
+                body = await r.json()
+                assert r.status in (200, 400), body
+                assert body["error"]["data"]["reason"] in (reason, "header_mismatch"), body
+                assert len(await r.read()) < 2_000  # a huge name is not echoed back whole
+        ref = {"type": "ref/prompt", "name": ["not", "a", "name"]}
+        body = modern_call("completion/complete", {"ref": ref, "argument": {"name": "a", "value": "b"}})
+        async with http.post(url, json=body, headers=modern_headers("completion/complete")) as r:
+            assert r.status in (200, 404)
+            assert "error" in await r.json()
+        # A batch of many calls is answered in full, a few at a time.
+        sid = await initialize(http, url, version="2025-03-26")
+        batch = [rpc("tools/call", {"name": "whoami", "arguments": {}}, id=i) for i in range(200)]
+        async with http.post(url, json=batch, headers=session_headers(sid, version="2025-03-26")) as r:
+            answers = await r.json()
+        assert [a["id"] for a in answers] == list(range(200))
+        assert all(a["result"]["content"][0]["text"] == "alpha" for a in answers)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
