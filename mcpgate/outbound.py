@@ -36,6 +36,7 @@ log = logging.getLogger("mcpgate.outbound")
 MAX_PAGES: Final = 20  # upstream list pages drained into one answer
 MAX_LIST_BODY: Final = 16 * 1024 * 1024
 MAX_CACHED_LISTS: Final = 10_000
+MODERN: Final = jsonrpc.MODERN_VERSIONS[0]
 # The list cache's clock (tests move it).
 clock = time.monotonic
 # Ids of the gateway's own requests, unique within this process.
@@ -152,8 +153,8 @@ async def fan_out(ctx: RequestContext, method: str, params: dict[str, Any], upst
 async def ask(ctx: RequestContext, upstream: HttpUpstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
     """One request of the gateway's own to an upstream, in the client's era; its result or an error."""
     session = await session_for(ctx, upstream)
-    if session is None and isinstance(ctx.message, Message):
-        params = {**params, "_meta": ctx.message.params.get("_meta", {})}
+    if session is None:
+        params = {**params, "_meta": modern_meta(ctx)}
     request_id = f"mcpgate-{next(ids)}"
     body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
     resp = await post(ctx, upstream, session, method, body)
@@ -292,9 +293,33 @@ async def session_for(ctx: RequestContext, upstream: HttpUpstream) -> Session | 
     session = ctx.session
     if session is None and await legacy_only(upstream):
         session = ctx.gateway.held_session(upstream.name)
-    if session is not None:
+    if session is None or upstream.state.refuses_initialize:
+        return None
+    try:
         await ensure_upstream_session(ctx, session, upstream)
+    except GatewayError as exc:
+        status = exc.data.get("status")
+        if not (isinstance(status, int) and 400 <= status < 500 and upstream.state.protocol == MODERN):
+            raise
+        # It speaks 2026-07-28 and refuses sessions: legacy clients reach it statelessly from now on.
+        log.info("upstream %s refuses initialize (HTTP %s): legacy clients reach it statelessly", upstream.name, status)
+        upstream.state.refuses_initialize = True
+        return None
     return session
+
+
+def modern_meta(ctx: RequestContext) -> dict[str, Any]:
+    """The ``_meta`` a stateless request carries: the client's own, or, for a legacy client, what
+    its ``initialize`` said (protocol version, capabilities, client info) in 2026-07-28 terms."""
+    if ctx.session is None:
+        meta = ctx.message.params.get("_meta") if isinstance(ctx.message, Message) else None
+        return meta if isinstance(meta, dict) else {}
+    params = ctx.session.init_params
+    return {
+        jsonrpc.META_PROTOCOL_VERSION: MODERN,
+        "io.modelcontextprotocol/clientCapabilities": params.get("capabilities", {}),
+        "io.modelcontextprotocol/clientInfo": params.get("clientInfo", {}),
+    }
 
 
 async def legacy_only(upstream: HttpUpstream) -> bool:
@@ -317,12 +342,14 @@ async def post(
     return resp
 
 
-def upstream_headers(upstream: HttpUpstream, session: Session | None, method: str) -> Any:
+def upstream_headers(upstream: HttpUpstream, session: Session | None, method: str, name: str | None = None) -> Any:
+    """Headers of a message of the gateway's making: in a session, or stateless (``name``: ``Mcp-Name``)."""
     if session is not None:
         client = {"Content-Type": "application/json", "MCP-Protocol-Version": session.protocol_version}
         return upstream.headers_for(client, accept=POST_ACCEPT, session_id=session.upstream_sessions.get(upstream.name))
-    modern = jsonrpc.MODERN_VERSIONS[0]
-    client = {"Content-Type": "application/json", "MCP-Protocol-Version": modern, "Mcp-Method": method}
+    client = {"Content-Type": "application/json", "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    if name is not None:
+        client["Mcp-Name"] = jsonrpc.encode_header_value(name)
     return upstream.headers_for(client, accept=POST_ACCEPT, session_id=None)
 
 

@@ -153,10 +153,12 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     assert target is not None
     assert message.method is not None
     raw, name = renamed(message, target.name)
-    if ctx.session is not None:
-        await outbound.ensure_upstream_session(ctx, ctx.session, upstream)
-    elif await outbound.legacy_only(upstream):
-        await forward_held(ctx, upstream, message, raw or message.raw)
+    session = await outbound.session_for(ctx, upstream)
+    if ctx.session is None and session is not None:
+        await forward_held(ctx, upstream, session, message, raw or message.raw)
+        return
+    if ctx.session is not None and session is None:
+        await forward_stateless(ctx, upstream, message, raw or message.raw)
         return
     body = None if raw is None else jsonrpc.dumps(raw)  # None: the client's own bytes, untouched
     # An upstream may ask the client something mid-call (legacy): its request ids are tagged so the
@@ -172,15 +174,15 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
         resp.release()
 
 
-async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Message, raw: dict[str, Any]) -> None:
+async def forward_held(
+    ctx: RequestContext, upstream: HttpUpstream, session: Session, message: Message, raw: dict[str, Any]
+) -> None:
     """A 2026-07-28 client's call to a legacy-only upstream, in the session the gateway holds with it.
 
     That session is shared by every such client, so the call travels under an id of the
     gateway's and the answer gets the client's id back; the modern ``_meta`` keys stay behind.
     ``raw`` is the message as the upstream must see it (renamed where need be).
     """
-    session = await outbound.session_for(ctx, upstream)
-    assert session is not None
     assert message.method is not None
     params = raw.get("params")
     params = dict(params) if isinstance(params, dict) else {}
@@ -192,6 +194,24 @@ async def forward_held(ctx: RequestContext, upstream: HttpUpstream, message: Mes
     resp = await outbound.post(ctx, upstream, session, message.method, body)
     try:
         await relay(ctx, resp, rewrite=federation.as_modern_answer(held_id, message.id), long_lived=False)
+    finally:
+        resp.release()
+
+
+async def forward_stateless(ctx: RequestContext, upstream: HttpUpstream, message: Message, raw: dict[str, Any]) -> None:
+    """A legacy client's call to an upstream that speaks only 2026-07-28: sent statelessly, with
+    what the client's ``initialize`` said as the request's ``_meta``."""
+    assert message.method is not None
+    params = raw.get("params")
+    params = dict(params) if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    params["_meta"] = {**(meta if isinstance(meta, dict) else {}), **outbound.modern_meta(ctx)}
+    key = jsonrpc.NAMED_METHODS.get(message.method)
+    name = params.get(key) if key is not None else None
+    headers = outbound.upstream_headers(upstream, None, message.method, name if isinstance(name, str) else None)
+    resp = await upstream.send("POST", headers, jsonrpc.dumps({**raw, "params": params}))
+    try:
+        await relay(ctx, resp, rewrite=None, long_lived=False)
     finally:
         resp.release()
 
@@ -508,7 +528,7 @@ async def merged_stream(ctx: RequestContext, session: Session) -> None:
     the gateway shuts down.
     """
     gateway = ctx.gateway
-    upstreams = list(gateway.upstreams.values())
+    upstreams = [u for u in gateway.upstreams.values() if not u.state.refuses_initialize]  # no session, no stream
     opened = await asyncio.gather(
         *(outbound.ensure_upstream_session(ctx, session, u) for u in upstreams), return_exceptions=True
     )

@@ -622,3 +622,25 @@ async def test_hostile_input_on_the_unified_endpoint(
         assert [a["id"] for a in answers] == list(range(200))
         assert all(a["result"]["content"][0]["text"] == "alpha" for a in answers)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_legacy_client_reaches_an_upstream_that_speaks_only_2026_07_28(
+    named_upstreams: dict[str, str],
+) -> None:
+    port = free_port()
+    proc = start_demo_server(port, NAMED_SERVER, "--name", "new", "--modern-only")
+    try:
+        new = UpstreamConfig(name="new", transport="streamable-http", url=f"http://127.0.0.1:{port}/mcp", prefix="new")
+        config = make_config({"alpha": named_upstreams["alpha"], "new": new})
+        async with running_gateway(config) as gw, sdk_client(gw.url + "/mcp", "legacy") as c:
+            tools = {t.name for t in (await c.list_tools()).tools}
+            assert {"new__whoami", "whoami"} <= tools
+            assert text(await c.call_tool("new__whoami", {})) == "new"
+            assert text(await c.call_tool("whoami", {})) == "alpha"  # alpha keeps its session
+            info = await c.read_resource("named://new/info")
+            assert info.contents[0].text == "info from new"  # type: ignore[union-attr]
+            prompt = await c.get_prompt("new__greet", {"who": "you"})
+            assert prompt.messages[0].content.text == "new greets you"  # type: ignore[union-attr]
+            assert gw.gateway.upstreams["new"].state.refuses_initialize
+    finally:
+        stop_process(proc)

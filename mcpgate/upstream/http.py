@@ -44,7 +44,16 @@ Health = Literal["unknown", "healthy", "unhealthy"]
 class UpstreamState:
     """What the heartbeat knows; read by /readyz, metrics and list-servers."""
 
-    __slots__ = ("capabilities", "checked_at", "failures", "health", "last_error", "latency_ms", "protocol")
+    __slots__ = (
+        "capabilities",
+        "checked_at",
+        "failures",
+        "health",
+        "last_error",
+        "latency_ms",
+        "protocol",
+        "refuses_initialize",
+    )
 
     def __init__(self) -> None:
         self.health: Health = "unknown"
@@ -55,6 +64,8 @@ class UpstreamState:
         self.protocol: str | None = None
         # From the upstream's server/discover answer; None while unknown (or legacy-only).
         self.capabilities: dict[str, Any] | None = None
+        # A 2026-07-28 server that refused a legacy initialize: legacy clients reach it statelessly.
+        self.refuses_initialize = False
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -104,12 +104,14 @@ def build(name: str) -> MCPServer:
     return server
 
 
-def legacy_only(app: Any) -> Any:
-    """An ASGI wrapper that refuses 2026-07-28 requests, as servers that predate that era do."""
+def one_era(app: Any, *, modern: bool) -> Any:
+    """An ASGI wrapper that refuses the other era's requests: 2026-07-28 ones, as servers that
+    predate that era do, or legacy ones (initialize and sessions), as a 2026-07-28-only server does."""
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         headers = dict(scope.get("headers") or ())
-        if scope["type"] == "http" and headers.get(b"mcp-protocol-version") == b"2026-07-28":
+        is_modern = headers.get(b"mcp-protocol-version") == b"2026-07-28"
+        if scope["type"] == "http" and is_modern is not modern:
             body = (
                 b'{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: Server not initialized"}}'
             )
@@ -127,15 +129,17 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--legacy-only", action="store_true", help="refuse 2026-07-28 requests")
+    era = parser.add_mutually_exclusive_group()
+    era.add_argument("--legacy-only", action="store_true", help="refuse 2026-07-28 requests")
+    era.add_argument("--modern-only", action="store_true", help="refuse legacy requests (initialize, sessions)")
     args = parser.parse_args()
     server = build(args.name)
-    if not args.legacy_only:
+    if not (args.legacy_only or args.modern_only):
         server.run("streamable-http", host=args.host, port=args.port)
         return
     import uvicorn
 
-    app = legacy_only(server.streamable_http_app(host=args.host))
+    app = one_era(server.streamable_http_app(host=args.host), modern=args.modern_only)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
