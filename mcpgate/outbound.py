@@ -171,11 +171,15 @@ async def ask(ctx: RequestContext, upstream: HttpUpstream, method: str, params: 
 
 
 async def send_whole(
-    ctx: RequestContext, upstream: HttpUpstream, method: str, body: bytes, *, expect: Any
+    ctx: RequestContext, upstream: HttpUpstream, method: str, raw: dict[str, Any], *, expect: Any
 ) -> dict[str, Any] | None:
-    """Send one of the client's messages in the client's session and read the answer to ``expect`` whole."""
+    """Send one of the client's messages as its session allows and read the answer to ``expect`` whole."""
     session = await session_for(ctx, upstream)
-    resp = await post(ctx, upstream, session, method, body)
+    if session is None and ctx.session is not None:  # a legacy client, an upstream that refuses sessions
+        headers, body = stateless(ctx, upstream, method, raw)
+        resp = await upstream.send("POST", headers, body)
+    else:
+        resp = await post(ctx, upstream, session, method, jsonrpc.dumps(raw))
     try:
         if expect is None:
             return None
@@ -306,6 +310,19 @@ async def session_for(ctx: RequestContext, upstream: HttpUpstream) -> Session | 
         upstream.state.refuses_initialize = True
         return None
     return session
+
+
+def stateless(ctx: RequestContext, upstream: HttpUpstream, method: str, raw: dict[str, Any]) -> tuple[Any, bytes]:
+    """Headers and body of a legacy client's message sent statelessly (2026-07-28): its
+    ``initialize`` as ``_meta``, and ``Mcp-Name`` for the methods that need one."""
+    params = raw.get("params")
+    params = dict(params) if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    params["_meta"] = {**(meta if isinstance(meta, dict) else {}), **modern_meta(ctx)}
+    key = jsonrpc.NAMED_METHODS.get(method)
+    name = params.get(key) if key is not None else None
+    headers = upstream_headers(upstream, None, method, name if isinstance(name, str) else None)
+    return headers, jsonrpc.dumps({**raw, "params": params})
 
 
 def modern_meta(ctx: RequestContext) -> dict[str, Any]:

@@ -202,14 +202,8 @@ async def forward_stateless(ctx: RequestContext, upstream: HttpUpstream, message
     """A legacy client's call to an upstream that speaks only 2026-07-28: sent statelessly, with
     what the client's ``initialize`` said as the request's ``_meta``."""
     assert message.method is not None
-    params = raw.get("params")
-    params = dict(params) if isinstance(params, dict) else {}
-    meta = params.get("_meta")
-    params["_meta"] = {**(meta if isinstance(meta, dict) else {}), **outbound.modern_meta(ctx)}
-    key = jsonrpc.NAMED_METHODS.get(message.method)
-    name = params.get(key) if key is not None else None
-    headers = outbound.upstream_headers(upstream, None, message.method, name if isinstance(name, str) else None)
-    resp = await upstream.send("POST", headers, jsonrpc.dumps({**raw, "params": params}))
+    headers, body = outbound.stateless(ctx, upstream, message.method, raw)
+    resp = await upstream.send("POST", headers, body)
     try:
         await relay(ctx, resp, rewrite=None, long_lived=False)
     finally:
@@ -267,12 +261,12 @@ async def batch_item(ctx: RequestContext, message: Message) -> dict[str, Any] | 
         if message.kind == "response":
             tagged = federation.untag_id(message.id)
             assert tagged is not None
-            await outbound.send_whole(ctx, upstream, "", jsonrpc.dumps({**message.raw, "id": tagged[1]}), expect=None)
+            await outbound.send_whole(ctx, upstream, "", {**message.raw, "id": tagged[1]}, expect=None)
             return None
         if message.method == "tools/call":
             upstream.check_exposed(target.name)
         raw = renamed(message, target.name)[0] or message.raw
-        return await outbound.send_whole(ctx, upstream, message.method or "", jsonrpc.dumps(raw), expect=message.id)
+        return await outbound.send_whole(ctx, upstream, message.method or "", raw, expect=message.id)
     except GatewayError as exc:
         return exc.to_jsonrpc(message.id) if message.kind == "request" else None
 

@@ -642,5 +642,13 @@ async def test_a_legacy_client_reaches_an_upstream_that_speaks_only_2026_07_28(
             prompt = await c.get_prompt("new__greet", {"who": "you"})
             assert prompt.messages[0].content.text == "new greets you"  # type: ignore[union-attr]
             assert gw.gateway.upstreams["new"].state.refuses_initialize
+        async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
+            sid = await initialize(http, gw.url + "/mcp", version="2025-03-26")
+            batch = [
+                rpc("tools/call", {"name": n, "arguments": {}}, id=i) for i, n in enumerate(["new__whoami", "whoami"])
+            ]
+            async with http.post(gw.url + "/mcp", json=batch, headers=session_headers(sid, "2025-03-26")) as r:
+                answers = await r.json()
+            assert [a["result"]["content"][0]["text"] for a in answers] == ["new", "alpha"]
     finally:
         stop_process(proc)
