@@ -175,7 +175,7 @@ class Gateway:
         kind = LISTED_AS[method]
         if known.get(kind) != (kept := tuple(names)):
             known[kind] = kept
-            self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
+            self._rebuild_catalogue()
 
     def forget_list(self, upstream: str, notification: str) -> None:
         """An upstream said its list changed: route by the new one, once asked for (``list_changed``)."""
@@ -188,6 +188,9 @@ class Gateway:
             return
         for kind in stale:
             known.pop(kind, None)
+        self._rebuild_catalogue()
+
+    def _rebuild_catalogue(self) -> None:
         self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
 
     def end_upstream_sessions_soon(self, sessions: list[Session]) -> None:
