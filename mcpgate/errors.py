@@ -56,6 +56,11 @@ _REASONS = (
     Reason("upstream_unavailable", -32073, 503, "Upstream server unavailable"),
     Reason("shutting_down", -32074, 503, "Gateway is shutting down"),
     Reason("not_found", -32075, 404, "Nothing is served at this path"),
+    Reason("invalid_token", -32076, 401, "The credential is invalid, expired or not accepted here"),
+    Reason("insufficient_scope", -32077, 403, "The token lacks a scope this gateway requires"),
+    Reason(
+        "auth_unavailable", -32078, 503, "Tokens cannot be verified now: the identity provider's keys are unavailable"
+    ),
 )
 
 REASONS: Mapping[str, Reason] = {r.name: r for r in _REASONS}

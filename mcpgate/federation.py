@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mcpgate import __version__, jsonrpc
-from mcpgate.routing import CALL_OF_KIND, LIST_KIND, Catalogue, ListedKind, Router
+from mcpgate.routing import CALL_OF_KIND, LIST_KIND, Catalogue, Kind, ListedKind, Router
 
 SERVER_INFO: Final = {"name": "mcpgate", "version": __version__}
 INSTRUCTIONS: Final = "mcpgate: one MCP server made of several; tool and prompt names may carry a server prefix."
@@ -158,8 +158,15 @@ def item_name(method: str, item: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def merge_list(method: str, answers: Sequence[Listed], router: Router, catalogue: Catalogue) -> list[dict[str, Any]]:
-    """The items of every answer, renamed as clients see them, each only if its call routes back."""
+def merge_list(
+    method: str,
+    answers: Sequence[Listed],
+    router: Router,
+    catalogue: Catalogue,
+    permits: Callable[[str, Kind, str], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """The items of every answer, renamed as clients see them, each only if its call routes back
+    and ``permits`` (the caller's policy: upstream, kind, the upstream's own name) allows that call."""
     kind = LIST_KIND[method]
     merged: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -169,7 +176,7 @@ def merge_list(method: str, answers: Sequence[Listed], router: Router, catalogue
             if name is None:
                 continue
             exposed = router.exposed_name(answer.upstream, kind, name)
-            if exposed in seen:
+            if exposed in seen or (permits is not None and not permits(answer.upstream, kind, name)):
                 continue
             if method != "resources/templates/list":
                 route = router.route(CALL_OF_KIND[kind], (kind, exposed), catalogue)
@@ -181,12 +188,15 @@ def merge_list(method: str, answers: Sequence[Listed], router: Router, catalogue
     return merged
 
 
-def list_result(method: str, items: list[dict[str, Any]], answers: Sequence[Listed], modern: bool) -> dict[str, Any]:
-    """The merged answer; 2026-07-28 results also say how long they may be cached, and by whom."""
+def list_result(
+    method: str, items: list[dict[str, Any]], answers: Sequence[Listed], modern: bool, private: bool = False
+) -> dict[str, Any]:
+    """The merged answer; 2026-07-28 results also say how long they may be cached, and by whom
+    (``private``: filtered for this caller, so never to be shared with another)."""
     result: dict[str, Any] = {LIST_KEYS[method][0]: items}
     if modern:
         ttls = [a.ttl_ms for a in answers if a.ttl_ms is not None]
         result["resultType"] = "complete"
         result["ttlMs"] = min(ttls) if ttls else 0
-        result["cacheScope"] = "private" if any(a.private for a in answers) else "public"
+        result["cacheScope"] = "private" if private or any(a.private for a in answers) else "public"
     return result

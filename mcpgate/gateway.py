@@ -16,10 +16,12 @@ from typing import Any, Final
 import aiohttp
 
 from mcpgate import __version__
+from mcpgate.auth import Authenticator
 from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
+from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
@@ -45,6 +47,9 @@ class Gateway:
     upstreams: dict[str, HttpUpstream]
     sessions: SessionStore
     router: Router
+    auth: Authenticator | None = None  # None: no auth section, every caller is anonymous
+    policy: Policy | None = None  # None: no policy section, everything is allowed
+    shadow_denials: int = 0  # requests a shadow-mode policy would have denied
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
@@ -83,9 +88,15 @@ class Gateway:
         store = MemorySessionStore(
             sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
         )
-        return cls(config, upstreams, store, Router.for_config(config))
+        auth = None
+        if config.auth is not None:
+            auth = Authenticator(config.auth, config.server.public_url, [u.name for u in config.upstreams])
+        policy = Policy(config.policy) if config.policy is not None else None
+        return cls(config, upstreams, store, Router.for_config(config), auth, policy)
 
     async def start(self) -> None:
+        if self.auth is not None:
+            await self.auth.start()
         for upstream in self.upstreams.values():
             await upstream.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
@@ -114,6 +125,8 @@ class Gateway:
         for upstream in self.upstreams.values():
             await upstream.close()
         await self.sessions.close()
+        if self.auth is not None:
+            await self.auth.close()
 
     def is_ready(self) -> bool:
         ready_when = self.config.server.ready_when

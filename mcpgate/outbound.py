@@ -87,7 +87,7 @@ async def list_one(ctx: RequestContext, upstream: HttpUpstream, method: str) -> 
 def private_scope(ctx: RequestContext) -> str:
     # Private answers stay with the identity (and era: a legacy session's answer says nothing of
     # what the upstream would tell a stateless client) they were given to.
-    return f"{ctx.era}:{ctx.identity.client_id}"
+    return f"{ctx.era}:{ctx.identity.principal}"
 
 
 async def refresh_list(ctx: RequestContext, upstream: HttpUpstream, method: str) -> Listed:

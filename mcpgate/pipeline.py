@@ -26,7 +26,8 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
-from mcpgate import jsonrpc, proxy, unified
+from mcpgate import guard, jsonrpc, proxy, unified
+from mcpgate.auth.identity import ANONYMOUS, Identity
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
 from mcpgate.jsonrpc import Message
@@ -43,19 +44,6 @@ LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
 READ_CHUNK: Final = 64 * 1024
 
 Era = Literal["legacy", "modern"]
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who is calling. Authentication (a later stage implementation) fills this in."""
-
-    client_id: str
-    roles: tuple[str, ...] = ()
-    claims: dict[str, Any] = field(default_factory=dict)
-    authenticated: bool = False
-
-
-ANONYMOUS: Final = Identity("anonymous")
 
 
 @dataclass(slots=True, eq=False)
@@ -228,8 +216,10 @@ def check_modern_headers(ctx: RequestContext, message: Message, meta_version: st
 
 
 async def authenticate(ctx: RequestContext) -> None:
-    """Anonymous until auth (API keys, JWT) lands: every caller is the same identity."""
-    ctx.identity = ANONYMOUS
+    """Without an ``auth`` section every caller is ``anonymous``; with one, a credential is required."""
+    auth = ctx.gateway.auth
+    if auth is not None:
+        ctx.identity = await auth.authenticate(ctx.request.headers, ctx.request.path)
 
 
 # -- 4. session ------------------------------------------------------------------------------
@@ -249,7 +239,7 @@ async def resolve_session(ctx: RequestContext) -> None:
         raise GatewayError("session_required")
     session = await ctx.gateway.sessions.get(session_id)
     # A session of another identity, or of another endpoint, does not exist for this caller.
-    if session is None or session.owner != ctx.identity.client_id or session.scope != ctx.endpoint:
+    if session is None or session.owner != ctx.identity.principal or session.scope != ctx.endpoint:
         raise GatewayError("session_not_found")
     ctx.session = session
     if isinstance(ctx.message, list) and session.protocol_version != jsonrpc.BATCH_VERSION:
@@ -280,11 +270,22 @@ async def route(ctx: RequestContext) -> None:
 
 
 async def authorize(ctx: RequestContext) -> None:
-    """The upstream's own exposure filter now; the policy engine plugs in here later."""
-    if ctx.upstream is None or not isinstance(ctx.message, Message):  # answered by the gateway; batches per item
+    """The upstream's exposure filter and the policy, for every message a client sends.
+
+    GET streams and DELETE need no decision of their own: they act on a session that the
+    identity itself opened with an allowed ``initialize``. Lists are allowed here and filtered
+    on the way back. On ``/mcp`` a batch's messages are judged one by one as they are routed;
+    on a per-server endpoint a batch goes out whole, so one forbidden message refuses it all.
+    """
+    message = ctx.message
+    if message is None or (ctx.gateway.policy is None and ctx.upstream is None):
         return
-    if ctx.message.method == "tools/call":
-        ctx.upstream.check_exposed(ctx.route.name if ctx.route is not None else ctx.message.name or "")
+    if ctx.endpoint == UNIFIED:
+        if isinstance(message, Message):
+            guard.check_unified(ctx, message, ctx.route)
+        return
+    for part in message if isinstance(message, list) else (message,):
+        guard.check_message(ctx, part, ctx.endpoint)
 
 
 # -- 7. rate limit ---------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from mcpgate import jsonrpc
 from mcpgate.errors import GatewayError
+from mcpgate.rewrite import Rewrite, list_filter, rewrite_json, sse_rewriter
 from mcpgate.sessions import Session, new_session_id
-from mcpgate.sse import SSEError, SSEEvent, SSEParser, encode_event
+from mcpgate.sse import SSEError, SSEParser, encode_event
 from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-
 SMALL_BODY: Final = 256 * 1024
 MAX_REWRITE_BODY: Final = 64 * 1024 * 1024
 MAX_INITIALIZE_BODY: Final = 1024 * 1024
-
-Rewrite = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 async def forward(ctx: RequestContext) -> None:
@@ -264,66 +263,6 @@ async def write_quietly(out: web.StreamResponse, data: bytes | None) -> None:
         pass
 
 
-# -- rewriting: only where the gateway must change what it relays ------------------------------
-
-
-def list_filter(ctx: RequestContext) -> Rewrite | None:
-    """``tools/list`` through an upstream with an exposure filter lists only what is exposed."""
-    upstream = ctx.upstream
-    if upstream is None or ctx.rpc_method != "tools/list" or upstream.config.tools.is_open:
-        return None
-    permits = upstream.config.tools.permits
-    request_id = ctx.request_id
-
-    def rewrite(message: dict[str, Any]) -> dict[str, Any] | None:
-        result = message.get("result")
-        if message.get("id") != request_id or not isinstance(result, dict):
-            return None
-        tools = result.get("tools")
-        if not isinstance(tools, list):
-            return None
-        kept = [t for t in tools if isinstance(t, dict) and permits(str(t.get("name", "")))]
-        return {**message, "result": {**result, "tools": kept}}
-
-    return rewrite
-
-
-def rewrite_json(body: bytes, rewrite: Rewrite) -> bytes | None:
-    """The rewritten body; ``None`` when it is not JSON (never pass unfiltered what must be filtered)."""
-    try:
-        message = jsonrpc.loads(body)
-        changed = rewrite(message) if isinstance(message, dict) else None
-        return body if changed is None else jsonrpc.dumps(changed)
-    except ValueError:
-        return None
-
-
-def sse_rewriter(rewrite: Rewrite) -> Callable[[bytes], bytes]:
-    parser = SSEParser(emit_empty=True)
-
-    def transform(chunk: bytes) -> bytes:
-        return b"".join(rewrite_event(event, rewrite) for event in parser.feed(chunk))
-
-    return transform
-
-
-def rewrite_event(event: SSEEvent, rewrite: Rewrite) -> bytes:
-    """One event of a stream that must be rewritten; one that cannot be read ends the stream.
-
-    Relaying an unreadable event untouched would pass unfiltered what must be filtered (a
-    client's parser may read what ours refused), so the stream fails closed instead.
-    """
-    data = event.data
-    if data:
-        try:
-            message = jsonrpc.loads(data)
-            if isinstance(message, dict) and (changed := rewrite(message)) is not None:
-                data = jsonrpc.dumps(changed).decode()
-        except ValueError:
-            raise SSEError("an event is not a readable JSON-RPC message") from None
-    return encode_event(data, event=event.event, id=event.id, retry=event.retry)
-
-
 # -- sessions ----------------------------------------------------------------------------------
 
 
@@ -381,7 +320,7 @@ async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -
         version = result.get("protocolVersion", requested)
         session = Session(
             id=new_session_id(),
-            owner=ctx.identity.client_id,
+            owner=ctx.identity.principal,
             scope=ctx.endpoint,
             protocol_version=str(version or jsonrpc.DEFAULT_NEGOTIATED_VERSION),
             init_params=ctx.reopen_params or {},

@@ -20,9 +20,12 @@ from typing import Any, Final
 from aiohttp import web
 
 from mcpgate import __version__, jsonrpc, pipeline
+from mcpgate.auth.identity import ANONYMOUS
+from mcpgate.auth.oauth import WELL_KNOWN
 from mcpgate.config.model import Config
+from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway, StartupError
-from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats
+from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats, render_error
 from mcpgate.unified import UNIFIED
 
 log = logging.getLogger("mcpgate.server")
@@ -67,7 +70,23 @@ async def readiness(request: web.Request) -> web.Response:
         },
         "rejected": {"header_timeouts": listener.header_timeouts, "malformed": listener.bad_requests},
     }
+    if gateway.auth is not None:
+        body["auth"] = gateway.auth.status()
+    if gateway.policy is not None and gateway.policy.shadow:
+        body["policy"] = {"shadow": True, "would_deny": gateway.shadow_denials}
     return web.json_response(body, status=200 if ready else 503, dumps=lambda o: jsonrpc.dumps(o).decode())
+
+
+async def protected_resource(request: web.Request) -> web.Response:
+    """RFC 9728 metadata: where OAuth clients learn which authorization server issues tokens for us."""
+    auth = request.app[GATEWAY].auth
+    resource = auth.resource if auth is not None else None
+    document = resource.document(request.match_info["tail"]) if resource is not None else None
+    if document is None:
+        return render_error(GatewayError("not_found"), None)
+    # Public metadata, read by browser-based clients from other origins as well.
+    headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "public, max-age=3600"}
+    return web.json_response(document, headers=headers, dumps=lambda o: jsonrpc.dumps(o).decode())
 
 
 async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
@@ -76,11 +95,24 @@ async def name_the_server(request: web.Request, response: web.StreamResponse) ->
 
 
 async def servers(request: web.Request) -> web.Response:
-    """The upstreams behind this gateway, for client UIs and scripts discovering what they can reach."""
+    """The upstreams behind this gateway, for client UIs and scripts discovering what they can reach.
+
+    With ``auth`` configured this needs a credential like any MCP request, and lists only the
+    upstreams the caller's policy lets it reach: which servers exist is not for everyone to see.
+    """
     gateway = request.app[GATEWAY]
+    identity = ANONYMOUS
+    if gateway.auth is not None:
+        try:
+            identity = await gateway.auth.authenticate(request.headers, request.path)
+        except GatewayError as exc:
+            return render_error(exc, None)
+    policy = gateway.policy
     base = (gateway.config.server.public_url or "").rstrip("/")
     listed = []
     for u in gateway.config.upstreams:
+        if policy is not None and not policy.shadow and not policy.judge(identity, u.name, None, None).allowed:
+            continue
         served = gateway.upstreams.get(u.name)
         listed.append(
             {
@@ -123,6 +155,7 @@ def build_app(config: Config) -> web.Application:
     for path in ("/readyz", "/ready"):
         app.router.add_get(path, readiness)
     app.router.add_get("/servers", servers)
+    app.router.add_get(WELL_KNOWN + "{tail:(/.*)?}", protected_resource)
     app.on_response_prepare.append(name_the_server)
     app[LISTENER_STATS] = ListenerStats()
     return app
@@ -188,6 +221,16 @@ class Server:
         where = f"{config.server.host}:{config.server.port}"
         if config.auth is None:
             log.warning("no authentication configured: anyone who can reach %s can use every upstream", where)
+            return
+        for key in config.auth.api_keys:
+            if key.key is not None:
+                log.warning(
+                    "auth.api_keys %s: the key is in the configuration in plain text; use key_hash "
+                    "(mcpgate hash-key prints it) outside development",
+                    key.id,
+                )
+        if config.policy is not None and config.policy.shadow:
+            log.warning("policy.shadow is on: denials are logged, not enforced")
 
 
 def _fmt_host(host: str) -> str:

@@ -20,18 +20,12 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from aiohttp import web
 
-from mcpgate import federation, jsonrpc, outbound
+from mcpgate import federation, guard, jsonrpc, outbound
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LIST_KEYS
 from mcpgate.jsonrpc import Message
-from mcpgate.proxy import (
-    SSE_HEADERS,
-    Rewrite,
-    end_session,
-    exchange,
-    relay,
-    write_quietly,
-)
+from mcpgate.proxy import SSE_HEADERS, end_session, exchange, relay, write_quietly
+from mcpgate.rewrite import Rewrite
 from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, Route, addressed_item
 from mcpgate.sessions import Session, new_session_id
 from mcpgate.sse import SSEError, encode_event
@@ -251,6 +245,7 @@ async def forward_batch(ctx: RequestContext, messages: list[Message]) -> None:
 async def batch_item(ctx: RequestContext, message: Message) -> dict[str, Any] | None:
     try:
         found = await route_message(ctx, message)
+        guard.check_unified(ctx, message, None if found is None else found[1])
         if found is None:
             if message.kind != "request":
                 await notify_upstreams(ctx, message)
@@ -263,8 +258,6 @@ async def batch_item(ctx: RequestContext, message: Message) -> dict[str, Any] | 
             assert tagged is not None
             await outbound.send_whole(ctx, upstream, "", {**message.raw, "id": tagged[1]}, expect=None)
             return None
-        if message.method == "tools/call":
-            upstream.check_exposed(target.name)
         raw = renamed(message, target.name)[0] or message.raw
         return await outbound.send_whole(ctx, upstream, message.method or "", raw, expect=message.id)
     except GatewayError as exc:
@@ -311,7 +304,7 @@ async def answer(ctx: RequestContext, method: str, message: Message) -> dict[str
         version = federation.negotiate_legacy(message.params.get("protocolVersion"))
         session = Session(
             id=new_session_id(),
-            owner=ctx.identity.client_id,
+            owner=ctx.identity.principal,
             scope=UNIFIED,
             protocol_version=version,
             init_params=ctx.reopen_params or {},
@@ -331,10 +324,11 @@ async def answer(ctx: RequestContext, method: str, message: Message) -> dict[str
     if message.params.get("cursor") is not None:
         raise GatewayError("invalid_params", "Invalid cursor: the unified endpoint answers lists in one page")
     answers = await outbound.list_everywhere(ctx, method)
-    items = federation.merge_list(method, answers, gateway.router, gateway.catalogue)
+    permits = guard.item_filter(ctx)
+    items = federation.merge_list(method, answers, gateway.router, gateway.catalogue, permits)
     if method == "tools/list":
         warn_about_unsafe_names(ctx, items)
-    return federation.list_result(method, items, answers, modern=ctx.era == "modern")
+    return federation.list_result(method, items, answers, modern=ctx.era == "modern", private=permits is not None)
 
 
 def warn_about_unsafe_names(ctx: RequestContext, tools: list[dict[str, Any]]) -> None:

@@ -259,8 +259,6 @@ def test_validate_builds_what_start_would(tmp_path: Path) -> None:
 
 
 UNENFORCED = {
-    "auth: {api_keys: [{id: a, key: k}]}": "auth",
-    "policy: {default: deny}": "policy",
     "rate_limit: {default: {capacity: 1, refill_per_second: 1}}": "rate_limit",
     "observability: {audit: {enabled: true}}": "observability.audit.enabled",
     "observability: {metrics: {path: /m}}": "observability.metrics.enabled",

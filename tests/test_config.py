@@ -229,7 +229,7 @@ def test_summary_is_one_line(full: Config) -> None:
         "policy: 3 rules (default deny), rate_limit: memory"
     )
     assert summarize(load(MINIMAL)) == (
-        "c.yml: valid — 1 upstream (1 streamable-http), 0 routing rules, auth: none, policy: 0 rules (default allow)"
+        "c.yml: valid — 1 upstream (1 streamable-http), 0 routing rules, auth: none, policy: none (everything allowed)"
     )
 
 
@@ -243,7 +243,7 @@ def test_minimal_config_gets_every_default() -> None:
         upstreams=(UpstreamConfig(name="a", transport="streamable-http", url="http://127.0.0.1:9000/mcp"),),
     )
     assert (config.auth, config.rate_limit, config.routing) == (None, None, ())
-    assert config.policy == PolicyConfig()  # no policy section: allow
+    assert config.policy is None  # no policy section: everything is allowed
     assert config.observability == ObservabilityConfig()
 
 
@@ -294,7 +294,7 @@ def test_durations(written: object, seconds: float) -> None:
 def test_transport_is_derived_and_shapes_are_normalized() -> None:
     config = load(
         """\
-        server: {allowed_origins: "*", ready_when: [a]}
+        server: {allowed_origins: "*", ready_when: [a], public_url: "https://gw.example.com"}
         upstreams:
           a: {url: "http://h/mcp"}
           b: {command: [srv]}

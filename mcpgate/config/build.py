@@ -76,7 +76,15 @@ def _bucket(spec: dict[str, Any]) -> Bucket:
     return Bucket(float(spec["capacity"]), float(spec["refill_per_second"]))
 
 
-_MATCHERS: Converters = {"roles": tuple, "clients": tuple, "servers": tuple, "methods": _globs, "tools": _globs}
+_MATCHERS: Converters = {
+    "roles": tuple,
+    "clients": tuple,
+    "servers": tuple,
+    "methods": _globs,
+    "tools": _globs,
+    "resources": _globs,
+    "prompts": _globs,
+}
 _SERVER: Converters = {
     "port": int,
     "workers": int,
@@ -105,6 +113,10 @@ _JWT: Converters = {
     "audience": _one_or_many,
     "algorithms": tuple,
     "leeway": _seconds,
+    "jwks_cache_ttl": _seconds,
+    "jwks_refetch_interval": _seconds,
+    "scopes": tuple,
+    "authorization_servers": tuple,
     "role_mappings": lambda specs: tuple(RoleMapping(s["claim"], s["value"], tuple(s["roles"])) for s in specs),
 }
 _API_KEY: Converters = {"roles": tuple, "key_hash": str.lower}

@@ -387,8 +387,13 @@ def summarize(config: Config) -> str:
         f"{_count(len(config.upstreams), 'upstream')} ({transports})",
         _count(len(config.routing), "routing rule"),
         f"auth: {'+'.join(methods) or 'none'}",
-        f"policy: {_count(len(config.policy.rules), 'rule')} (default {config.policy.default})",
     ]
+    policy = config.policy
+    if policy is None:
+        parts.append("policy: none (everything allowed)")
+    else:
+        shadow = ", shadow" if policy.shadow else ""
+        parts.append(f"policy: {_count(len(policy.rules), 'rule')} (default {policy.default}{shadow})")
     if config.rate_limit is not None:
         parts.append(f"rate_limit: {config.rate_limit.backend}")
     return f"{config.source}: valid — {', '.join(parts)}"

@@ -210,7 +210,7 @@ def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:
         yield from _unknown_upstreams(data, list(upstreams), reveal)
     yield from _upstream_shapes(upstreams)
     yield from _shared_state(data)
-    yield from _duplicate_ids(_list(_dict(data.get("auth")).get("api_keys")))
+    yield from _auth(data)
 
 
 def _unknown_upstreams(data: dict[str, Any], names: list[str], reveal: Reveal) -> Iterator[Finding]:
@@ -274,13 +274,8 @@ _NOT_YET = "is not enforced by this version of mcpgate yet; remove it (running w
 
 def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
     """Configured sections this build does not enforce: errors, never warnings (fail closed)."""
-    for section, what in (
-        ("auth", "authentication"),
-        ("policy", "access policy"),
-        ("rate_limit", "rate limiting"),
-    ):
-        if section in data:
-            yield Finding((section,), f"{what} {_NOT_YET}", "key")
+    if "rate_limit" in data:
+        yield Finding(("rate_limit",), f"rate limiting {_NOT_YET}", "key")
     if _dict(data.get("sessions")).get("backend") == "redis":
         yield Finding(("sessions", "backend"), "the redis session store is not available in this version; use 'memory'")
     workers = _dict(data.get("server")).get("workers")
@@ -297,6 +292,24 @@ def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
         if "command" in spec or spec.get("transport") == "sse":
             kind, key = ("stdio", "command") if "command" in spec else ("legacy HTTP+SSE", "transport")
             yield Finding(("upstreams", name, key), f"{kind} upstreams are not served by this version yet")
+
+
+def _auth(data: dict[str, Any]) -> Iterator[Finding]:
+    """An auth section must be able to let someone in, and OAuth metadata needs the gateway's URL."""
+    if "auth" not in data or not isinstance(data["auth"], dict):
+        return
+    auth = data["auth"]
+    if not _list(auth.get("api_keys")) and "jwt" not in auth:
+        yield Finding(("auth",), "needs 'api_keys' or 'jwt': with neither, no client could authenticate", "key")
+    jwt = auth.get("jwt")
+    public_url = _dict(data.get("server")).get("public_url")
+    if isinstance(jwt, dict) and not public_url:
+        message = (
+            "needs server.public_url: the OAuth metadata and WWW-Authenticate name the gateway by it, "
+            "never by the request's Host"
+        )
+        yield Finding(("auth", "jwt"), message, "key")
+    yield from _duplicate_ids(_list(auth.get("api_keys")))
 
 
 def _duplicate_ids(api_keys: list[Any]) -> Iterator[Finding]:

@@ -165,13 +165,17 @@ class RoleMapping:
 @dataclass(frozen=True, slots=True)
 class JwtConfig:
     issuer: str
-    audience: tuple[str, ...]
+    audience: tuple[str, ...] = ()  # server.public_url and the endpoints' URLs are accepted as well
     jwks_uri: str | None = None
     discovery: bool = False
     algorithms: tuple[str, ...] = ("RS256", "ES256")
     client_id_claim: str = "sub"
     role_mappings: tuple[RoleMapping, ...] = ()
     leeway: float = 30.0
+    scopes: tuple[str, ...] = ()  # required of every token, advertised to OAuth clients
+    authorization_servers: tuple[str, ...] = ()  # for the protected-resource metadata; default (issuer,)
+    jwks_cache_ttl: float = 600.0
+    jwks_refetch_interval: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ class PolicyRule:
     servers: tuple[str, ...] = ()
     methods: tuple[Glob, ...] = ()
     tools: tuple[Glob, ...] = ()
+    resources: tuple[Glob, ...] = ()
+    prompts: tuple[Glob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +268,7 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     routing: tuple[RoutingRule, ...] = ()
     auth: AuthConfig | None = None
-    policy: PolicyConfig = PolicyConfig()
+    policy: PolicyConfig | None = None  # None: no policy section, every request is allowed
     rate_limit: RateLimitConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
 
