@@ -28,12 +28,16 @@ from mcpgate.cli_output import (
     health_line,
     host_port,
     issue_dict,
+    policy_report,
+    policy_text,
     print_issues,
     routes_text,
     server_info,
     server_route,
     servers_table,
     unified_dict,
+    verdict_dict,
+    verdict_text,
 )
 from mcpgate.observability.logging import DEFAULT_REDACT, LEVELS, Redactor, configure_logging
 
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     # The loader pulls in YAML and JSON Schema (with format checkers): seconds of imports that
     # `--version` and `health --url` (a Docker HEALTHCHECK, run every few seconds) must not pay.
     # The verbs that load a config import it where they need it.
+    from mcpgate.auth.identity import Identity
     from mcpgate.config import Config, UpstreamConfig
     from mcpgate.routing import Router
     from mcpgate.upstream.probe import ProbeResult
@@ -277,7 +282,7 @@ def validate(config_path: str | None, log_level: str | None, log_format: str | N
             emit_json({"valid": False, "errors": [issue_dict(i) for i in err.issues], "summary": None})
             sys.exit(EXIT_FAILURE)
         exit_with(EXIT_FAILURE, f"{print_issues(err)} error(s)")
-    warnings = name_warnings(config)
+    warnings = config_warnings(config)
     if as_json:
         emit_json({"valid": True, "errors": [], "warnings": warnings, "summary": summarize(config)})
     else:
@@ -287,18 +292,31 @@ def validate(config_path: str | None, log_level: str | None, log_format: str | N
     sys.exit(EXIT_OK)
 
 
-def name_warnings(config: Config) -> list[str]:
-    """Valid, but clients will choke on it: tool names on /mcp that Claude and OpenAI reject."""
+def config_warnings(config: Config) -> list[str]:
+    """Valid, but not what was meant: tool names on /mcp that Claude and OpenAI reject, keys in
+    plain text, policy rules that can never match."""
+    from mcpgate.policy import rule_notes
     from mcpgate.routing import Router
 
     unsafe = Router.for_config(config).report().unsafe_prefixes
     separator = config.server.prefix_separator
-    return [
+    warnings = [
         f"upstreams.{name}.prefix: tool names '{name_prefix}{separator}<tool>' on /mcp break "
         "^[a-zA-Z0-9_-]{1,64}$, which Claude and OpenAI clients require"
         for u in config.upstreams
         if (name := u.name) in unsafe and (name_prefix := u.prefix or "")
     ]
+    if config.auth is not None:
+        warnings += [
+            f"auth.api_keys[{i}].key: a plain key is for development; use key_hash (mcpgate hash-key prints it)"
+            for i, key in enumerate(config.auth.api_keys)
+            if key.key is not None
+        ]
+    for index, notes in rule_notes(config).items():
+        warnings += [f"policy.rules[{index}]: {note}" for note in notes]
+    if config.policy is not None and config.policy.shadow:
+        warnings.append("policy.shadow: denials are logged and counted, not enforced")
+    return warnings
 
 
 LEADING_PATH: Final = re.compile(r"(?P<path>[A-Za-z_][\w.\[\]-]*): (?P<message>.+)", re.DOTALL)
@@ -413,6 +431,159 @@ def exit_with_check(router: Router, method: str, name: str | None, as_json: bool
     else:
         click.echo(check_text(verdict))
     sys.exit(EXIT_OK if found is not None else EXIT_FAILURE)
+
+
+# -- policy and keys ---------------------------------------------------------------------------
+
+
+@main.command(short_help="Show the access policy, or explain one decision")
+@click.option("--check", is_flag=True, help="Explain the decision for one request: METHOD [NAME] by --client.")
+@click.option("--client", "client_id", metavar="ID", help="The caller's client id (an API key id, or a token's claim).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="ROLE",
+    help="A role of the caller (repeatable). Default: the roles of the API key named by --client, and those "
+    "--claim maps to.",
+)
+@click.option(
+    "--claim",
+    "claims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A token claim, for auth.jwt.role_mappings (repeatable; repeated names make a list).",
+)
+@click.option("--server", metavar="NAME", help="Judge the request on /servers/NAME/mcp instead of /mcp.")
+@click.argument("method", required=False)
+@click.argument("name", required=False)
+@json_option("the policy or the decision")
+@shared_options
+def policy(
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    as_json: bool,
+    check: bool,
+    client_id: str | None,
+    roles: tuple[str, ...],
+    claims: tuple[str, ...],
+    server: str | None,
+    method: str | None,
+    name: str | None,
+) -> None:
+    """Show the policy rules in the order they are tried, with the rules that can never match.
+
+    With --check, say what the policy decides for one request, from the configuration alone:
+    METHOD [NAME] (a tool, prompt or resource URI) sent by --client, on /mcp (where the
+    routing rules and prefixes say which upstream it reaches, and the tool name the policy
+    sees) or on --server's own endpoint. Exits 0 when allowed, 1 when denied or when only the
+    upstreams' lists (at run time) could say where it goes.
+
+    \b
+    Examples:
+      mcpgate policy -c mcpgate.yml
+      mcpgate policy -c mcpgate.yml --check --client contractors tools/call github__search_issues
+      mcpgate policy -c mcpgate.yml --check --client ci --role engineer --server postgres tools/call query
+      mcpgate policy -c mcpgate.yml --check --client alice@example.com --claim groups=admins tools/list
+    """
+    config = load_for_reading(config_path, log_level, log_format)
+    if not check:
+        if method is not None or client_id is not None or roles or claims or server is not None:
+            raise click.UsageError("METHOD, --client, --role, --claim and --server go with --check")
+        report = policy_report(config)
+        emit_json(report) if as_json else click.echo(policy_text(report))
+        sys.exit(EXIT_OK)
+    if method is None or client_id is None:
+        raise click.UsageError("--check needs METHOD and --client ID")
+    if server is not None and config.upstream(server) is None:
+        raise click.UsageError(f"--server {server!r}: no such upstream")
+    identity = checked_identity(config, client_id, roles, claims)
+    from mcpgate.policy import check_request
+
+    try:
+        verdict = check_request(config, identity, method, name, server)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    shown = verdict_dict(config, identity, method, name, verdict)
+    emit_json(shown) if as_json else click.echo(verdict_text(shown))
+    sys.exit(EXIT_OK if verdict.decision is not None and verdict.decision.allowed else EXIT_FAILURE)
+
+
+def checked_identity(config: Config, client_id: str, roles: tuple[str, ...], claims: tuple[str, ...]) -> Identity:
+    """The identity --check judges: given roles, else the API key's and the claims' mapped roles."""
+    from mcpgate.auth.identity import Identity, mapped_roles
+
+    parsed: dict[str, Any] = {}
+    for pair in claims:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--claim {pair!r}: expected NAME=VALUE")
+        parsed[key] = [*parsed[key], value] if key in parsed else value
+    auth = config.auth
+    if auth is None:
+        return Identity(client_id, roles, "anonymous")
+    if not roles:
+        key_roles = next((key.roles for key in auth.api_keys if key.id == client_id), ())
+        mapped = mapped_roles(parsed, auth.jwt.role_mappings) if auth.jwt is not None else ()
+        roles = tuple(dict.fromkeys((*key_roles, *mapped)))
+    return Identity(client_id, roles, "jwt" if claims else "api_key", parsed)
+
+
+@main.command("hash-key", short_help="Hash an API key for auth.api_keys, or generate a new one")
+@click.option("--id", "key_id", default="client", show_default=True, help="The key's id in the printed config line.")
+@click.option("--role", "roles", multiple=True, metavar="ROLE", help="A role to grant (repeatable).")
+@click.option("--generate", is_flag=True, help="Generate a new key even when standard input is not a terminal.")
+@json_option("the key, its hash and the config entry")
+@shared_options
+def hash_key(
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    as_json: bool,
+    key_id: str,
+    roles: tuple[str, ...],
+    generate: bool,
+) -> None:
+    """Print the auth.api_keys entry for a key: its SHA-256, never the key itself.
+
+    The key is read from standard input (one trailing newline is dropped). When standard input
+    is a terminal, or with --generate, a new random key is generated instead and shown once,
+    on standard error, so that redirecting the output into a file never writes the key there.
+    The configuration needs only the hash; give the key to the client.
+
+    \b
+    Examples:
+      mcpgate hash-key --id ci --role engineer
+      printf %s "$KEY" | mcpgate hash-key --id ci
+      mcpgate hash-key --id ci --generate --json | jq -r .key
+    """
+    from mcpgate.auth.apikeys import generate_key
+    from mcpgate.auth.apikeys import hash_key as sha256_of
+
+    generated = generate or sys.stdin is None or sys.stdin.isatty()
+    if generated:
+        key = generate_key()
+    else:
+        key = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+        if not key:
+            exit_with(EXIT_FAILURE, "error: no key on standard input (use --generate for a new one)")
+        if len(key) < 16:
+            click.echo(f"warning: a {len(key)}-character key is easy to guess; use 32 or more random ones", err=True)
+    entry: dict[str, Any] = {"id": key_id, "key_hash": sha256_of(key)}
+    if roles:
+        entry["roles"] = list(roles)
+    line = "- {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in entry.items()) + "}"
+    if as_json:
+        emit_json({**entry, "key": key if generated else None, "config": line})
+    else:
+        if generated:
+            click.echo(
+                f"# API key for {key_id!r}, shown once; give it to the client, keep it out of the config:", err=True
+            )
+            click.echo(key, err=True)
+        click.echo(line)
+    sys.exit(EXIT_OK)
 
 
 # -- list-servers ------------------------------------------------------------------------------

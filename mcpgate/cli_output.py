@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 if TYPE_CHECKING:
-    from mcpgate.config import ConfigError, ConfigIssue, UpstreamConfig
+    from mcpgate.auth.identity import Identity
+    from mcpgate.config import Config, ConfigError, ConfigIssue, UpstreamConfig
     from mcpgate.observability.logging import Redactor
+    from mcpgate.policy import Verdict
     from mcpgate.routing import Route, RoutingReport
 
 
@@ -163,6 +165,91 @@ def check_text(verdict: Mapping[str, Any]) -> str:
         return f"{request}: no rule or prefix routes it{catalogue if verdict['name'] else ''}"
     renamed = f" as {route['name']}" if route["name"] and route["name"] != verdict["name"] else ""
     return f"{request} -> {route['upstream']}{renamed} (by {route['via']})"
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+
+def policy_report(config: Config) -> dict[str, Any]:
+    from mcpgate.policy import rule_dict, rule_notes
+
+    policy = config.policy
+    if policy is None:
+        return {"configured": False, "default": "allow", "shadow": False, "rules": []}
+    notes = rule_notes(config)
+    rules = [{**rule_dict(rule), "notes": notes.get(rule.index, [])} for rule in policy.rules]
+    return {"configured": True, "default": policy.default, "shadow": policy.shadow, "rules": rules}
+
+
+CONDITIONS: Final = ("clients", "roles", "servers", "methods", "tools", "prompts", "resources")
+
+
+def policy_text(report: Mapping[str, Any]) -> str:
+    if not report["configured"]:
+        return "no policy section: every request of an authenticated (or, without auth, any) client is allowed"
+    shadow = " (shadow mode: denials are logged, not enforced)" if report["shadow"] else ""
+    lines = [f"policy: {len(report['rules'])} rules, first match wins; default {report['default']}{shadow}"]
+    if report["rules"]:
+        rows = [
+            [
+                f"policy.rules[{rule['index']}]",
+                rule["decision"],
+                "; ".join(f"{key}: {', '.join(rule[key])}" for key in CONDITIONS if key in rule) or "(every request)",
+            ]
+            for rule in report["rules"]
+        ]
+        lines.append(render_table(("RULE", "DECISION", "MATCHES"), rows))
+    for rule in report["rules"]:
+        lines += [f"policy.rules[{rule['index']}]: {note}" for note in rule["notes"]]
+    return "\n".join(lines)
+
+
+def verdict_dict(config: Config, identity: Identity, method: str, name: str | None, verdict: Verdict) -> dict[str, Any]:
+    from mcpgate.policy import rule_dict
+
+    decision = verdict.decision
+    rule = None
+    if decision is not None and decision.rule is not None and config.policy is not None:
+        rule = rule_dict(config.policy.rules[decision.rule])
+    return {
+        "request": {"method": method, "name": name},
+        "client": {"id": identity.client_id, "roles": list(identity.roles)},
+        "upstream": verdict.server,
+        "item": None if verdict.item is None else {"kind": verdict.item[0], "name": verdict.item[1]},
+        "via": verdict.via,
+        "decision": None if decision is None else ("allow" if decision.allowed else "deny"),
+        "by": None if decision is None else decision.where,
+        "rule": rule,
+        "policy_configured": config.policy is not None,
+    }
+
+
+def verdict_text(verdict: Mapping[str, Any]) -> str:
+    request = " ".join(part for part in (verdict["request"]["method"], verdict["request"]["name"]) if part)
+    client = verdict["client"]
+    roles = ", ".join(client["roles"]) or "none"
+    if verdict["decision"] is None:
+        return (
+            f"{request}: unknown — no routing rule or prefix routes it, so only the upstreams' lists "
+            "(at run time) say where it goes; check it with --server NAME"
+        )
+    lines = [f"{verdict['decision']}: {request} by client {client['id']!r} (roles: {roles})"]
+    if verdict["upstream"] is None:
+        lines.append("  answered by the gateway on /mcp")
+    else:
+        item = verdict["item"]
+        seen = f", {item['kind']} {item['name']!r} as the upstream names it" if item else ""
+        how = "its own endpoint" if verdict["via"] == "endpoint" else f"/mcp, routed by {verdict['via']}"
+        lines.append(f"  upstream {verdict['upstream']!r} via {how}{seen}")
+    if not verdict["policy_configured"]:
+        lines.append("  decided by: no policy section (everything is allowed)")
+    elif verdict["rule"] is None:
+        lines.append(f"  decided by: {verdict['by']} (no rule matched)")
+    else:
+        rule = verdict["rule"]
+        conditions = "; ".join(f"{key}: {', '.join(rule[key])}" for key in CONDITIONS if key in rule)
+        lines.append(f"  decided by: {verdict['by']} ({conditions or 'every request'} -> {rule['decision']})")
+    return "\n".join(lines)
 
 
 # -- list-servers ------------------------------------------------------------------------------

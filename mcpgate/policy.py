@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from mcpgate.auth.identity import Identity
-from mcpgate.config.model import Glob, PolicyConfig, PolicyRule, any_match
+from mcpgate.config.model import Config, Glob, PolicyConfig, PolicyRule, any_match
 from mcpgate.errors import GatewayError
-from mcpgate.routing import CALL_KIND, CALL_OF_KIND, Kind
+from mcpgate.routing import CALL_KIND, CALL_OF_KIND, Kind, Router
 
 # Methods that address an item; without a readable one they are judged as calls of no item.
 ADDRESSING: Final = frozenset({*CALL_KIND, "completion/complete"})
@@ -166,3 +166,78 @@ class Policy:
             if outright or rule.allow:
                 return Decision(rule.allow, rule.index)
         return self._default
+
+
+# -- explaining the policy from the configuration alone (``mcpgate policy``) --------------------
+
+
+def rule_dict(rule: PolicyRule) -> dict[str, object]:
+    """A rule as written: only the conditions it sets."""
+    shown: dict[str, object] = {"index": rule.index, "decision": rule.decision}
+    for key in ("clients", "roles", "servers"):
+        if values := getattr(rule, key):
+            shown[key] = list(values)
+    for key in ("methods", "tools", "prompts", "resources"):
+        if globs := getattr(rule, key):
+            shown[key] = [g.pattern for g in globs]
+    return shown
+
+
+def rule_notes(config: Config) -> dict[int, list[str]]:
+    """Why a rule can never match, by rule index: nothing grants its roles or is named by its
+    clients, or an earlier rule without conditions takes every request first."""
+    policy = config.policy
+    if policy is None:
+        return {}
+    auth = config.auth
+    key_ids = {key.id for key in auth.api_keys} if auth is not None else set()
+    jwt = auth.jwt if auth is not None else None
+    granted = {role for key in auth.api_keys for role in key.roles} if auth is not None else set()
+    if jwt is not None:
+        granted |= {role for mapping in jwt.role_mappings for role in mapping.roles}
+    notes: dict[int, list[str]] = {}
+    catch_all: int | None = None
+    for rule in policy.rules:
+        found = notes.setdefault(rule.index, [])
+        if catch_all is not None:
+            found.append(f"never matches: policy.rules[{catch_all}] before it matches every request")
+        if rule.roles and not granted.intersection(rule.roles):
+            found.append("never matches: no API key or role mapping grants any of its roles")
+        known = key_ids | ({"anonymous"} if auth is None else set())
+        if rule.clients and jwt is None and not known.intersection(rule.clients):
+            found.append("never matches: none of its clients is an API key id")
+        conditions = (rule.clients, rule.roles, rule.servers, rule.methods, rule.tools, rule.prompts, rule.resources)
+        if catch_all is None and not any(conditions):
+            catch_all = rule.index
+    return {index: found for index, found in notes.items() if found}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One request judged from the configuration: where it goes, and what the policy says."""
+
+    decision: Decision | None  # None: where it goes is known only at run time (the catalogue)
+    server: str | None  # None: the gateway answers it on /mcp
+    item: tuple[Kind, str] | None  # as the upstream names it
+    via: str  # how the server was found
+
+
+def check_request(
+    config: Config, identity: Identity, method: str, name: str | None, server: str | None = None
+) -> Verdict:
+    """The decision for ``method`` [``name``] by ``identity``: on ``/servers/<server>/mcp``, or on
+    ``/mcp`` (``server`` None), where the routing rules and prefixes say which upstream it reaches."""
+    kind = CALL_KIND.get(method)
+    if kind is None and name is not None:
+        raise ValueError(f"{method} addresses no tool, prompt or resource by name; check it without NAME")
+    item = None if kind is None or name is None else (kind, name)
+    policy = Policy(config.policy or PolicyConfig(default="allow"))
+    if server is not None:
+        return Verdict(policy.judge(identity, server, method, item), server, item, "endpoint")
+    if method not in ADDRESSING:
+        return Verdict(policy.judge(identity, None, method, None), None, None, "gateway")
+    route = Router.for_config(config).check(method, name)
+    if route is None:
+        return Verdict(None, None, item, "catalogue")
+    routed = None if item is None else (item[0], route.name)
+    return Verdict(policy.judge(identity, route.upstream, method, routed), route.upstream, routed, route.via)
