@@ -134,7 +134,7 @@ NO_DEFAULT = (None, getattr(click.core, "UNSET", None))  # click >= 8.3 marks "n
 
 
 def test_all_verbs_exist() -> None:
-    assert COMMANDS == ["health", "list-servers", "routes", "schema", "start", "validate"]
+    assert COMMANDS == ["hash-key", "health", "list-servers", "policy", "routes", "schema", "start", "validate"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
