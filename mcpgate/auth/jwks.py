@@ -7,8 +7,9 @@ through an injected ``fetch`` (aiohttp in the gateway, a dict in unit tests). Wh
   and private keys are dropped, so no configuration or JWKS can make a shared secret verify;
 - the keys of the last good fetch: an identity provider that goes down does not log anyone out;
 - at most one fetch in flight: a burst of tokens with a new ``kid`` shares it;
-- an unknown ``kid`` refetches at most once per ``jwks_refetch_interval``, so tokens with made-up
-  ``kid``s cannot turn the gateway into a load generator against the identity provider.
+- an unknown ``kid`` refetches at most once per ``jwks_refetch_interval`` (the first one at once,
+  so a rotated-in key works immediately), so tokens with made-up ``kid``s cannot turn the
+  gateway into a load generator against the identity provider.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class JwksCache:
         self.fetches = 0  # attempts, for /readyz and tests
         self.last_error: str | None = None
         self._fetched_at: float | None = None
-        self._attempted_at: float | None = None
+        self._missed_at: float | None = None  # when an unknown kid last made us fetch
         self._inflight: asyncio.Task[None] | None = None
 
     @property
@@ -135,7 +136,9 @@ class JwksCache:
                 self._start_fetch()  # in the background: the token in hand is verified with the key in hand
             return key
         fetching = self._inflight is not None and not self._inflight.done()
-        if fetching or self._attempted_at is None or now - self._attempted_at >= self._refetch_interval:
+        if fetching or self._missed_at is None or now - self._missed_at >= self._refetch_interval:
+            # A key rotated in is usable at once; made-up kids fetch at most once per interval.
+            self._missed_at = now
             await self.refresh()
             key = self._find(kid, alg)
         if key is not None:
@@ -171,7 +174,6 @@ class JwksCache:
         return fitting[0] if len(fitting) == 1 else None
 
     async def _update(self) -> None:
-        self._attempted_at = self._clock()
         self.fetches += 1
         try:
             uri = self._jwks_uri or await self._discover()
