@@ -1,6 +1,6 @@
 """Measure what the gateway costs: the same MCP load, direct to a stub upstream and through mcpgate.
 
-    python bench/run.py [--duration 5] [--concurrency 1,64] [--mode legacy|modern] [--sse] [--json]
+    python bench/run.py [--duration 5] [--concurrency 1,64] [--mode legacy|modern] [--sse] [--secured] [--json]
 
 Starts bench/stub_upstream.py and `python -m mcpgate start` on free loopback ports, runs a
 closed-loop `tools/call` load against each, prints one table, and always stops both children.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -132,12 +133,31 @@ def start_stub(started: list[Child], sse: bool) -> str:
     return f"http://127.0.0.1:{port}/mcp"
 
 
-def start_gateway(started: list[Child], stub_url: str, config_dir: Path, endpoint: str = "server") -> str:
-    config = config_dir / "mcpgate-bench.yml"
-    config.write_text(f"upstreams:\n  stub:\n    url: {stub_url}\n")
+BENCH_KEY = "mgk_bench-key-not-a-secret-0123456789"
+
+
+def secured_sections() -> str:
+    """An API key and a 20-rule policy whose allowing rule comes last: every rule is tried."""
+    key_hash = "sha256:" + hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+    rules = [
+        f'    - {{clients: [other-{n}], servers: [stub], tools: ["tool_{n}_*"], decision: allow}}' for n in range(10)
+    ]
+    rules += [f'    - {{roles: [role-{n}], methods: ["prompts/*"], decision: deny}}' for n in range(9)]
+    rules.append('    - {clients: [bench], servers: [stub], tools: ["echo", "search_*"], decision: allow}')
+    return (
+        f'auth:\n  api_keys:\n    - {{id: bench, key_hash: "{key_hash}", roles: [load]}}\n'
+        "policy:\n  default: deny\n  rules:\n" + "\n".join(rules) + "\n"
+    )
+
+
+def start_gateway(
+    started: list[Child], stub_url: str, config_dir: Path, endpoint: str = "server", secured: bool = False
+) -> str:
+    config = config_dir / ("mcpgate-bench-secured.yml" if secured else "mcpgate-bench.yml")
+    config.write_text(f"upstreams:\n  stub:\n    url: {stub_url}\n" + (secured_sections() if secured else ""))
     port = free_port()
     argv = [sys.executable, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port), "--log-level", "warning"]
-    child = Child("gateway", argv)
+    child = Child("secured gateway" if secured else "gateway", argv)
     started.append(child)
     child.wait_listening(port)
     # server: the per-server passthrough; unified: /mcp, where "echo" is routed by the catalogue.
@@ -157,10 +177,11 @@ def _messages(body: bytes, content_type: str) -> list[Any]:
 class Client:
     """Speaks just enough MCP for the load: a session in the legacy era, the modern headers otherwise."""
 
-    def __init__(self, url: str, mode: str) -> None:
+    def __init__(self, url: str, mode: str, credential: dict[str, str] | None = None) -> None:
         self.url = url
         self.mode = mode
-        self.headers = dict(BASE_HEADERS)
+        self.base = {**BASE_HEADERS, **(credential or {})}
+        self.headers = dict(self.base)
         self._ids = itertools.count(1)
         if mode == "modern":
             self.headers |= {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
@@ -186,7 +207,7 @@ class Client:
                     "clientInfo": {"name": "mcpgate-bench", "version": "1.0"},
                 },
             }
-            async with session.post(self.url, json=init, headers=BASE_HEADERS) as resp:
+            async with session.post(self.url, json=init, headers=self.base) as resp:
                 body = await resp.read()
                 session_id = resp.headers.get("Mcp-Session-Id")
                 if resp.status != 200 or not session_id:
@@ -361,7 +382,7 @@ async def measure(
     results = []
     for concurrency in levels:
         for target, url in targets.items():
-            client = Client(url, mode)
+            client = Client(url, mode, {"X-API-Key": BENCH_KEY} if target == "secured" else None)
             if tool == "wrk":
                 results.append(await run_level_wrk(client, concurrency, duration, warmup, target))
             else:
@@ -373,16 +394,17 @@ async def measure(
 # --- report ---------------------------------------------------------------------------------
 
 
-def ratios(results: Sequence[Result]) -> list[dict[str, float]]:
+def ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
     by_key = {(r.concurrency, r.target): r for r in results}
     out = []
     for (concurrency, target), gw in by_key.items():
         direct = by_key.get((concurrency, "direct"))
-        if target != "gateway" or direct is None or not (direct.rps and direct.p50_ms and gw.p50_ms):
+        if target == "direct" or direct is None or not (direct.rps and direct.p50_ms and gw.p50_ms):
             continue
         out.append(
             {
                 "concurrency": concurrency,
+                "target": target,
                 "rps_ratio": round(gw.rps / direct.rps, 3),
                 "p50_ratio": round(gw.p50_ms / direct.p50_ms, 3),
             }
@@ -399,7 +421,7 @@ def environment() -> dict[str, Any]:
 
 
 def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
-    by_level = {r["concurrency"]: r for r in ratios(results)}
+    by_level = {(r["concurrency"], r["target"]): r for r in ratios(results)}
     shown = {k: v for k, v in settings.items() if k not in ("environment", "concurrency")} | settings["environment"]
     lines = [
         "mcpgate bench: " + " ".join(f"{k}={v}" for k, v in shown.items()),
@@ -408,7 +430,7 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
         f"{'p50 ratio':>10}",
     ]
     for r in results:
-        ratio = by_level.get(r.concurrency) if r.target == "gateway" else None
+        ratio = by_level.get((r.concurrency, r.target))
         rps_ratio = f"{ratio['rps_ratio']:.2f}" if ratio else ""
         p50_ratio = f"{ratio['p50_ratio']:.2f}" if ratio else ""
         p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.3f}"
@@ -418,6 +440,11 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
             f"{rps_ratio:>12} {p50_ratio:>10}"
         )
     lines += [f"  first error ({r.target}, c={r.concurrency}): {r.first_error}" for r in results if r.first_error]
+    for level in sorted({r.concurrency for r in results}):
+        plain, secured = by_level.get((level, "gateway")), by_level.get((level, "secured"))
+        if plain and secured:
+            cost = 1 - secured["rps_ratio"] / plain["rps_ratio"]
+            lines.append(f"  c={level}: auth + policy cost {cost:.1%} of the gateway's req/s ratio (secured ÷ gateway)")
     return "\n".join([*lines, "", NOTE])
 
 
@@ -441,6 +468,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["server", "unified"],
         default="server",
         help="gateway endpoint: /servers/stub/mcp (passthrough) or /mcp (the unified endpoint)",
+    )
+    parser.add_argument(
+        "--secured",
+        action="store_true",
+        help="also measure a gateway with an API key and a 20-rule policy (target 'secured')",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--no-gateway", action="store_true", help="direct only: the load generator's own ceiling")
@@ -490,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets = {"direct": stub_url}
             if not args.no_gateway:
                 targets["gateway"] = start_gateway(started, stub_url, Path(config_dir), args.endpoint)
+                if args.secured:
+                    targets["secured"] = start_gateway(started, stub_url, Path(config_dir), args.endpoint, secured=True)
             with asyncio.Runner(loop_factory=_new_loop) as runner:
                 results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool))
     except SetupError as exc:
@@ -503,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tool": args.tool,
         "sse": args.sse,
         "endpoint": args.endpoint,
+        "secured": args.secured,
         "duration": args.duration,
         "warmup": args.warmup,
         "concurrency": args.levels,

@@ -35,6 +35,22 @@ from mcpgate.routing import CALL_KIND, CALL_OF_KIND, Kind, Router
 
 # Methods that address an item; without a readable one they are judged as calls of no item.
 ADDRESSING: Final = frozenset({*CALL_KIND, "completion/complete"})
+# What "no method in particular" stands for: a rule's methods cover it only if they cover all of these.
+MCP_METHODS: Final = (
+    *sorted(ADDRESSING),
+    "initialize",
+    "ping",
+    "server/discover",
+    "subscriptions/listen",
+    "logging/setLevel",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/roots/list_changed",
+)
 MEMO_SIZE: Final = 16_384
 
 
@@ -56,6 +72,7 @@ class _Rule:
     roles: frozenset[str]
     servers: frozenset[str]
     methods: tuple[Glob, ...]
+    every_method: bool  # its method globs (if any) match every method MCP defines
     items: Mapping[Kind, tuple[Glob, ...]]  # only the kinds the rule names
 
     @classmethod
@@ -71,6 +88,7 @@ class _Rule:
             frozenset(rule.roles),
             frozenset(rule.servers),
             rule.methods,
+            not rule.methods or all(any_match(rule.methods, method) for method in MCP_METHODS),
             items,
         )
 
@@ -159,8 +177,8 @@ class Policy:
                 continue
             outright = (
                 (not rule.servers or server is not None)
-                # No method in particular (None) is matched outright only by globs that match any method.
-                and (not rule.methods or any_match(rule.methods, method or ""))
+                # No method in particular (None) is matched outright only by globs that match every method.
+                and (rule.every_method if method is None else not rule.methods or any_match(rule.methods, method))
                 and not rule.items
             )
             if outright or rule.allow:

@@ -167,7 +167,9 @@ def test_percentile_is_nearest_rank() -> None:
 def test_ratios_are_gateway_over_direct() -> None:
     direct = bench.Result(1, "direct", 100, 0, 1.0, rps=1000.0, p50_ms=1.0, p99_ms=2.0)
     gateway = bench.Result(1, "gateway", 50, 0, 1.0, rps=500.0, p50_ms=2.5, p99_ms=4.0)
-    assert bench.ratios([direct, gateway]) == [{"concurrency": 1, "rps_ratio": 0.5, "p50_ratio": 2.5}]
+    assert bench.ratios([direct, gateway]) == [
+        {"concurrency": 1, "target": "gateway", "rps_ratio": 0.5, "p50_ratio": 2.5}
+    ]
 
 
 def run_bench(*args: str) -> dict[str, Any]:

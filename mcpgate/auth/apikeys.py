@@ -60,7 +60,7 @@ class ApiKeys:
 
     def identify(self, presented: str) -> Identity | None:
         """The identity whose key this is, or None. Every entry is compared, match or not."""
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
         found = None
         for entry in self._entries:
             if hmac.compare_digest(digest, entry.digest):

@@ -44,14 +44,14 @@ def find_credential(headers: Mapping[str, str], gateway_header: str = DEFAULT_HE
     credentials at once (which one was meant is a guess the gateway does not make).
     """
     if gateway_header.lower() != DEFAULT_HEADER.lower():
-        raw = headers.get(gateway_header)
+        raw = _one(headers, gateway_header)
         return None if raw is None else _parse(raw, bare_ok=True)
     found = None
-    raw = headers.get(DEFAULT_HEADER)
+    raw = _one(headers, DEFAULT_HEADER)
     if raw is not None:
         found = _parse(raw, bare_ok=False)
     for name in KEY_HEADERS:
-        value = headers.get(name)
+        value = _one(headers, name)
         if value is None:
             continue
         credential = Credential("api-key", _checked(value.strip()))
@@ -59,6 +59,15 @@ def find_credential(headers: Mapping[str, str], gateway_header: str = DEFAULT_HE
             raise GatewayError("invalid_token", "More than one credential sent; send one")
         found = found or credential
     return found
+
+
+def _one(headers: Mapping[str, str], name: str) -> str | None:
+    """The header's value; a header sent twice with different values is refused, not guessed at."""
+    getall = getattr(headers, "getall", None)  # multidict (aiohttp) keeps repeated headers
+    values = getall(name, ()) if getall is not None else ([headers[name]] if name in headers else [])
+    if len(set(values)) > 1:
+        raise GatewayError("invalid_token", "More than one credential sent; send one")
+    return values[0] if values else None
 
 
 def _parse(raw: str, *, bare_ok: bool) -> Credential:
@@ -78,4 +87,7 @@ def _checked(value: str) -> str:
         raise GatewayError("invalid_token", "Empty credential")
     if len(value) > MAX_CREDENTIAL:
         raise GatewayError("invalid_token", f"Credential longer than {MAX_CREDENTIAL} characters")
+    if not (value.isascii() and value.isprintable()):
+        # Keys and tokens are visible ASCII; anything else is garbage (or bytes aiohttp escaped).
+        raise GatewayError("invalid_token", "The credential holds characters no key or token has")
     return value

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from mcpgate import jsonrpc
 from mcpgate.config.model import JwtConfig
 from mcpgate.errors import GatewayError
 
@@ -70,7 +71,7 @@ class SigningKey:
 def parse_jwks(body: bytes) -> tuple[SigningKey, ...]:
     """The usable public signing keys of a JWKS document; raises FetchError when it is not one."""
     try:
-        document = json.loads(body)
+        document = jsonrpc.loads(body)
     except ValueError:
         raise FetchError("the key set is not JSON") from None
     entries = document.get("keys") if isinstance(document, dict) else None
@@ -87,11 +88,13 @@ def parse_jwks(body: bytes) -> tuple[SigningKey, ...]:
 def _signing_key(jwk: object) -> SigningKey | None:
     if not isinstance(jwk, dict):
         return None
-    kty, alg, kid = jwk.get("kty"), jwk.get("alg"), jwk.get("kid")
+    kty, alg, kid, curve = jwk.get("kty"), jwk.get("alg"), jwk.get("kid"), jwk.get("crv")
+    if not all(isinstance(v, str | None) for v in (kty, alg, kid, curve)):
+        return None  # malformed: refuse rather than guess
     if not isinstance(kty, str) or kty not in _LOADERS or jwk.get("use", "sig") != "sig" or "d" in jwk:
         return None  # symmetric, for encryption, or a private key that should never have been published
     ops = jwk.get("key_ops")
-    if isinstance(ops, list) and "verify" not in ops:
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         return None
     if alg is not None and alg not in KEY_TYPE:
         return None  # e.g. "HS256" on an RSA key: refuse rather than guess
@@ -99,8 +102,7 @@ def _signing_key(jwk: object) -> SigningKey | None:
         key = _LOADERS[kty](json.dumps(jwk))
     except Exception:
         return None
-    curve = jwk.get("crv")
-    return SigningKey(kid if isinstance(kid, str) else None, kty, curve if isinstance(curve, str) else None, alg, key)
+    return SigningKey(kid, kty, curve, alg, key)
 
 
 class JwksCache:
@@ -116,7 +118,8 @@ class JwksCache:
         self.keys: tuple[SigningKey, ...] = ()
         self.fetches = 0  # attempts, for /readyz and tests
         self.last_error: str | None = None
-        self._fetched_at: float | None = None
+        self._fetched_at: float | None = None  # the last fetch that brought keys
+        self._tried_at: float | None = None  # the last fetch, whatever came of it
         self._missed_at: float | None = None  # when an unknown kid last made us fetch
         self._inflight: asyncio.Task[None] | None = None
 
@@ -132,8 +135,11 @@ class JwksCache:
         key = self._find(kid, alg)
         now = self._clock()
         if key is not None:
-            if self._fetched_at is not None and now - self._fetched_at >= self._ttl:
-                self._start_fetch()  # in the background: the token in hand is verified with the key in hand
+            stale = self._fetched_at is not None and now - self._fetched_at >= self._ttl
+            # In the background (the token in hand is verified with the key in hand); while the
+            # provider is down, retried at most once per refetch interval.
+            if stale and (self._tried_at is None or now - self._tried_at >= self._refetch_interval):
+                self._start_fetch()
             return key
         fetching = self._inflight is not None and not self._inflight.done()
         if fetching or self._missed_at is None or now - self._missed_at >= self._refetch_interval:
@@ -175,6 +181,7 @@ class JwksCache:
 
     async def _update(self) -> None:
         self.fetches += 1
+        self._tried_at = self._clock()
         try:
             uri = self._jwks_uri or await self._discover()
             self._jwks_uri = uri
@@ -185,10 +192,11 @@ class JwksCache:
             log.warning("could not fetch the signing keys of %s: %s%s", self.issuer, exc, held)
             return
         if not keys:
+            # Most likely a broken provider: keep what worked, as for a failed fetch.
             self.last_error = "the key set holds no usable signing key"
             log.warning("the key set of %s holds no usable signing key (RSA, EC or OKP, use sig)", self.issuer)
-        else:
-            self.last_error = None
+            return
+        self.last_error = None
         self.keys = keys
         self._fetched_at = self._clock()
         log.debug("fetched %d signing keys for %s", len(keys), self.issuer)
@@ -197,7 +205,7 @@ class JwksCache:
         """OIDC discovery: the issuer's own document names its key set, and must name the issuer."""
         body = await self._fetch(self.issuer.rstrip("/") + DISCOVERY_PATH)
         try:
-            document = json.loads(body)
+            document = jsonrpc.loads(body)
         except ValueError:
             raise FetchError("the discovery document is not JSON") from None
         if not isinstance(document, dict):

@@ -67,9 +67,11 @@ class JwtVerifier:
         return identity
 
     async def _verify(self, token: str, now: float) -> tuple[Identity, float]:
+        if not token.isascii():  # base64url and dots only: PyJWT would choke on the rest
+            raise GatewayError("invalid_token", "The token is not a well-formed JWT")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, ValueError):
             raise GatewayError("invalid_token", "The token is not a well-formed JWT") from None
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or alg not in self._algorithms:
