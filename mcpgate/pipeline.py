@@ -321,6 +321,7 @@ def record(ctx: RequestContext) -> None:
             status,
             extra={
                 "upstream": ctx.endpoint,
+                "client_id": ctx.identity.client_id,
                 "rpc_method": ctx.rpc_method,
                 "status": status,
                 "reason": ctx.error.reason.name if ctx.error else None,
