@@ -792,3 +792,36 @@ def test_example_configs_load(path: Path) -> None:
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text()))
     config = load_config(path, env={name: f"example-{name.lower()}" for name in names})
     assert config.upstreams
+
+
+# -- auth and policy: what the schema cannot say ---------------------------------------------------
+
+
+def test_an_auth_section_must_let_someone_in() -> None:
+    assert problems(MINIMAL + "auth: {gateway_header: X-Key}\n") == [
+        "c.yml:4:1: auth: needs 'api_keys' or 'jwt': with neither, no client could authenticate"
+    ]
+    assert problems(MINIMAL + "auth: {api_keys: []}\n") == [
+        "c.yml:4:1: auth: needs 'api_keys' or 'jwt': with neither, no client could authenticate"
+    ]
+
+
+def test_jwt_needs_the_public_url_and_takes_it_as_an_audience() -> None:
+    jwt = "auth:\n  jwt: {issuer: 'https://idp.example.com/', jwks_uri: 'https://idp.example.com/keys'}\n"
+    assert problems(MINIMAL + jwt) == [
+        "c.yml:5:3: auth.jwt: needs server.public_url: the OAuth metadata and WWW-Authenticate name the "
+        "gateway by it, never by the request's Host"
+    ]
+    config = load("server: {public_url: 'https://gw.example.com'}\n" + MINIMAL + jwt)
+    assert config.auth is not None and config.auth.jwt is not None
+    assert config.auth.jwt.audience == ()  # the gateway's own URLs are accepted instead
+    assert (config.auth.jwt.jwks_cache_ttl, config.auth.jwt.jwks_refetch_interval) == (600.0, 30.0)
+
+
+def test_policy_rules_take_prompt_and_resource_globs() -> None:
+    config = load(MINIMAL + "policy:\n  rules:\n    - {prompts: ['greet*'], resources: ['kb://*'], decision: allow}\n")
+    assert config.policy is not None
+    [rule] = config.policy.rules
+    assert [g.pattern for g in rule.prompts] == ["greet*"]
+    assert [g.pattern for g in rule.resources] == ["kb://*"]
+    assert config.policy.default == "deny"
