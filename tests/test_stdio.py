@@ -1,0 +1,183 @@
+"""stdio upstreams: one child process shared by many callers, restarted when it dies.
+
+The real peer is the demo server (official SDK) run over stdio; ``tests/servers/stdio_peer.py``
+does what no real server should (garbage, huge lines, ignoring SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcpgate.config.model import UpstreamConfig
+from mcpgate.errors import GatewayError
+from mcpgate.upstream.stdio import StdioProcess
+from tests.conftest import DEMO_SERVER
+
+PEER = Path(__file__).resolve().parent / "servers" / "stdio_peer.py"
+DEMO = (sys.executable, str(DEMO_SERVER), "--transport", "stdio")
+
+
+def config(*command: str, **options: Any) -> UpstreamConfig:
+    options.setdefault("connect_timeout", 20.0)
+    options.setdefault("timeout", 20.0)
+    return UpstreamConfig(name="local", transport="stdio", command=command, **options)
+
+
+@asynccontextmanager
+async def running(upstream: UpstreamConfig, **options: Any) -> AsyncIterator[StdioProcess]:
+    process = StdioProcess(upstream, rng=lambda: 0.0, **options)
+    await process.start()
+    try:
+        yield process
+    finally:
+        await process.close()
+
+
+def call(name: str, arguments: dict[str, Any], request_id: object = 1, **meta: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if meta:
+        params["_meta"] = meta
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def text(answer: dict[str, Any]) -> str:
+    return str(answer["result"]["content"][0]["text"])
+
+
+async def test_a_real_server_over_stdio_is_initialized_once_and_answers_with_the_callers_id() -> None:
+    async with running(config(*DEMO)) as process:
+        await process.wait_ready(20)
+        assert process.initialize_result is not None
+        assert process.initialize_result["serverInfo"]["name"] == "mcpgate-demo"
+        answer = await process.request(call("add", {"a": 2, "b": 3}, request_id="client-7"))
+        assert answer["id"] == "client-7"
+        assert text(answer) == "5"
+        assert process.state == "running"
+
+
+async def test_fifty_concurrent_callers_each_get_their_own_answer() -> None:
+    async with running(config(*DEMO)) as process:
+        # Every caller uses id 1, as independent clients do: the gateway's ids keep them apart.
+        answers = await asyncio.gather(*(process.request(call("echo", {"text": f"caller {n}"})) for n in range(50)))
+    assert [text(a) for a in answers] == [f"caller {n}" for n in range(50)]
+    assert {a["id"] for a in answers} == {1}
+
+
+async def test_progress_reaches_the_caller_under_its_own_token() -> None:
+    seen: list[dict[str, Any]] = []
+    async with running(config(*DEMO)) as process:
+        answers = await asyncio.gather(
+            process.request(call("countdown", {"steps": 3, "delay": 0.01}, progressToken="mine"), listener=seen.append),
+            process.request(call("countdown", {"steps": 2, "delay": 0.01}, progressToken="mine")),
+        )
+    assert text(answers[0]) == "lift-off after 3 steps"
+    assert [n["params"]["progressToken"] for n in seen] == ["mine"] * 3
+    assert [n["params"]["progress"] for n in seen] == [1, 2, 3]
+
+
+async def test_a_crash_mid_call_fails_the_call_at_once_and_the_server_comes_back() -> None:
+    async with running(config(*DEMO)) as process:
+        await process.wait_ready(20)
+        slow = asyncio.create_task(process.request(call("sleep", {"seconds": 60})))
+        await asyncio.sleep(0.5)
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(GatewayError) as failed:
+            await asyncio.wait_for(slow, 10)
+        assert failed.value.reason.name == "upstream_unavailable"
+        assert "exited" in failed.value.message
+        answer = await process.request(call("add", {"a": 1, "b": 1}))
+        assert text(answer) == "2"
+        assert process.restarts == 1
+
+
+async def test_garbage_and_huge_lines_are_skipped_and_other_calls_go_on() -> None:
+    async with running(config(sys.executable, str(PEER))) as process:
+        answer = await process.request({"jsonrpc": "2.0", "id": 1, "method": "garbage"})
+        assert answer["result"] == {"ok": True}
+        with pytest.raises(GatewayError) as huge:
+            await process.request({"jsonrpc": "2.0", "id": 2, "method": "huge"})
+        assert huge.value.reason.name == "upstream_bad_response"
+        answer = await process.request({"jsonrpc": "2.0", "id": 3, "method": "garbage"})
+        assert answer["id"] == 3
+        assert process.skipped >= 7  # three junk lines twice, and the huge one
+        assert process.restarts == 0
+
+
+async def test_a_server_that_exits_at_start_is_restarted_with_backoff_and_callers_get_an_error() -> None:
+    upstream = config(sys.executable, "-c", "import sys; sys.exit(3)", connect_timeout=1.0)
+    async with running(upstream) as process:
+        with pytest.raises(GatewayError) as failed:
+            await process.request(call("add", {}))
+        assert failed.value.reason.name == "upstream_unavailable"
+        assert process.restarts >= 1
+        assert process.state in ("starting", "restarting")
+        assert process.last_error is not None and "3" in process.last_error
+
+
+async def test_a_missing_command_says_so() -> None:
+    async with running(config("/nonexistent/mcp-server", connect_timeout=0.5)) as process:
+        with pytest.raises(GatewayError):
+            await process.request(call("add", {}))
+        assert process.last_error is not None and "cannot start '/nonexistent/mcp-server'" in process.last_error
+
+
+async def test_the_child_sees_only_a_small_environment_and_its_own_env() -> None:
+    os.environ["MCPGATE_TEST_SECRET"] = "do-not-leak"
+    try:
+        async with running(config(sys.executable, str(PEER), env=(("ONLY_FOR_IT", "1"),))) as process:
+            answer = await process.request({"jsonrpc": "2.0", "id": 1, "method": "env"})
+    finally:
+        del os.environ["MCPGATE_TEST_SECRET"]
+    names = set(answer["result"]["names"])
+    assert "ONLY_FOR_IT" in names
+    assert "MCPGATE_TEST_SECRET" not in names
+    assert names <= {"ONLY_FOR_IT", "HOME", "LANG", "LC_ALL", "LOGNAME", "PATH", "SHELL", "TERM", "TMPDIR", "TZ",
+                     "USER", "LC_CTYPE", "PYTHONIOENCODING"}  # fmt: skip
+
+
+async def test_stderr_goes_to_the_log_under_the_upstreams_name(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mcpgate.upstream.stderr")
+    async with running(config(sys.executable, str(PEER))) as process:
+        await process.request({"jsonrpc": "2.0", "id": 1, "method": "say", "params": {"text": "hello from stderr"}})
+        for _ in range(50):
+            if "hello from stderr" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    assert "local: hello from stderr" in caplog.text
+
+
+async def test_a_childs_request_goes_to_the_one_caller_listening_or_is_declined() -> None:
+    async with running(config(sys.executable, str(PEER))) as process:
+        declined = await process.request({"jsonrpc": "2.0", "id": 1, "method": "ask"})
+        assert declined["result"]["reply"]["error"]["code"] == -32601
+
+        def answer(message: dict[str, Any]) -> None:
+            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"content": "yes"}}
+            asyncio.get_running_loop().create_task(process.respond(reply))
+
+        answered = await process.request({"jsonrpc": "2.0", "id": 2, "method": "ask"}, listener=answer)
+        assert answered["result"]["reply"] == {"jsonrpc": "2.0", "id": "from-child", "result": {"content": "yes"}}
+
+
+async def test_close_kills_a_child_that_ignores_sigterm_and_reaps_it() -> None:
+    process = StdioProcess(config(sys.executable, str(PEER), "--ignore-term"), kill_grace=0.5)
+    await process.start()
+    await process.wait_ready(20)
+    child = process._proc
+    assert child is not None
+    await process.close()
+    assert child.returncode == -signal.SIGKILL
+    assert process.state == "stopped"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child.pid, 0)  # reaped: not even a zombie is left
