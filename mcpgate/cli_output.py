@@ -80,7 +80,7 @@ def issue_dict(issue: ConfigIssue) -> dict[str, Any]:
 
 
 def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
-    served = upstream.transport == "streamable-http"
+    served = upstream.transport != "sse"
     return {
         "path": f"/servers/{upstream.name}/mcp",
         "alias": f"/mcp/{upstream.name}",

@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -24,7 +28,9 @@ from mcpgate.jsonrpc import LATEST_LEGACY
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
+from mcpgate.upstream.bridge import Bridge
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
+from mcpgate.upstream.stdio import StdioProcess
 
 log = logging.getLogger("mcpgate.gateway")
 
@@ -50,6 +56,9 @@ class Gateway:
     auth: Authenticator | None = None  # None: no auth section, every caller is anonymous
     policy: Policy | None = None  # None: no policy section, everything is allowed
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
+    # stdio upstreams: each child, and the bridge that serves it to the rest as Streamable HTTP.
+    children: dict[str, tuple[StdioProcess, Bridge]] = field(default_factory=dict)
+    bridge_dir: str | None = None
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
@@ -78,9 +87,19 @@ class Gateway:
             raise StartupError(
                 f"sessions.backend: {config.sessions.backend!r} is not available in this version; use 'memory'"
             )
-        upstreams = {u.name: HttpUpstream(u) for u in config.upstreams if u.transport == "streamable-http"}
-        for u in config.upstreams:
-            if u.transport != "streamable-http":
+        upstreams: dict[str, HttpUpstream] = {}
+        children: dict[str, tuple[StdioProcess, Bridge]] = {}
+        # Created at start, not here: validate builds a Gateway too, and must leave nothing behind.
+        bridge_dir = os.path.join(tempfile.gettempdir(), f"mcpgate-{os.getpid()}-{secrets.token_hex(4)}")
+        for index, u in enumerate(config.upstreams):
+            if u.transport == "streamable-http":
+                upstreams[u.name] = HttpUpstream(u)
+            elif u.transport == "stdio":
+                socket_path = os.path.join(bridge_dir, f"{index}.sock")
+                process = StdioProcess(u)
+                children[u.name] = (process, Bridge(process, socket_path))
+                upstreams[u.name] = HttpUpstream(u, bridge_socket=socket_path)
+            else:
                 log.warning(
                     "upstream %s uses the %s transport, which this version does not serve yet", u.name, u.transport
                 )
@@ -92,11 +111,19 @@ class Gateway:
         if config.auth is not None:
             auth = Authenticator(config.auth, config.server.public_url, [u.name for u in config.upstreams])
         policy = Policy(config.policy) if config.policy is not None else None
-        return cls(config, upstreams, store, Router.for_config(config), auth, policy)
+        gateway = cls(config, upstreams, store, Router.for_config(config), auth, policy)
+        gateway.children = children
+        gateway.bridge_dir = bridge_dir if children else None
+        return gateway
 
     async def start(self) -> None:
         if self.auth is not None:
             await self.auth.start()
+        if self.bridge_dir is not None:
+            os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
+        for process, bridge in self.children.values():
+            await process.start()
+            await bridge.start()
         for upstream in self.upstreams.values():
             await upstream.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
@@ -124,6 +151,11 @@ class Gateway:
         await self.end_held_sessions()
         for upstream in self.upstreams.values():
             await upstream.close()
+        for process, bridge in self.children.values():
+            await bridge.close()
+            await process.close()
+        if self.bridge_dir is not None:
+            shutil.rmtree(self.bridge_dir, ignore_errors=True)
         await self.sessions.close()
         if self.auth is not None:
             await self.auth.close()

@@ -32,6 +32,8 @@ log = logging.getLogger("mcpgate.proxy")
 # Upstream statuses a client may see as they are; any other means the upstream is broken or
 # misconfigured (a 401 would even send the client into an OAuth flow against the gateway).
 PASSED_STATUSES: Final = frozenset({200, 202, 204, 400, 404, 405, 406, 409, 413, 415, 422, 429})
+# A stdio child's bridge says with these what became of the child (its JSON-RPC error tells the rest).
+BRIDGE_STATUSES: Final = frozenset({502, 503, 504})
 RESPONSE_HEADERS: Final = ("Content-Type", "Cache-Control", "Allow", "Retry-After", "MCP-Protocol-Version")
 MAX_PASSED_HEADER: Final = 256
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -121,7 +123,7 @@ async def relay(
     upstream = ctx.upstream
     assert upstream is not None
     status = resp.status
-    if status not in PASSED_STATUSES:
+    if status not in PASSED_STATUSES and not (upstream.bridged and status in BRIDGE_STATUSES):
         raise bad_status(upstream, resp, f"answered with unexpected HTTP status {status}")
     if status in (202, 204) or resp.content_length == 0 or (status == 405 and ctx.request.method != "POST"):
         body = await read_upstream(upstream, resp, SMALL_BODY)

@@ -43,6 +43,9 @@ DESCRIBED = (
     + """\
   files:
     command: [npx, -y, "@modelcontextprotocol/server-filesystem", --token=s3cret-arg, /data]
+  old:
+    url: "https://old.example.com/sse?key=s3cret-sse"
+    transport: sse
 routing:
   - match: {method: tools/call, tool: "math.*"}
     upstream: demo
@@ -295,7 +298,7 @@ def test_unserved_upstreams_are_errors_for_start_but_described_by_routes(describ
     checked = invoke("validate", "-c", str(described_file))
     assert checked.exit_code == 1
     paths = [m["path"] for line in checked.stderr.splitlines() if (m := ISSUE_LINE.match(line))]
-    assert paths == ["upstreams.files.command"]
+    assert paths == ["upstreams.old.transport"]
     assert "s3cret" not in checked.stderr
     assert invoke("routes", "-c", str(described_file)).exit_code == 0
     assert invoke("list-servers", "-c", str(described_file)).exit_code == 0
@@ -331,7 +334,9 @@ def test_routes_table(described_file: Path) -> None:
     assert lines[1].split()[:3] == ["/servers/demo/mcp", "demo", "streamable-http"]
     assert lines[1].endswith("served")
     assert lines[3].startswith("/servers/files/mcp")
-    assert lines[3].endswith("not served yet (stdio upstreams land later)")
+    assert lines[3].endswith("served")
+    assert lines[4].startswith("/servers/old/mcp")
+    assert lines[4].endswith("not served yet (sse upstreams land later)")
     assert "/mcp/<name>" in out
     assert "The unified endpoint /mcp" in out
     rules = lines[lines.index(next(line for line in lines if line.startswith("#"))) :]
@@ -364,7 +369,7 @@ def test_routes_json(described_file: Path) -> None:
         "served": True,
         "status": "served",
     }
-    assert [s["served"] for s in data["servers"]] == [True, True, False]
+    assert [s["served"] for s in data["servers"]] == [True, True, True, False]
     assert data["unified"] == {
         "path": "/mcp",
         "served": True,
@@ -374,7 +379,7 @@ def test_routes_json(described_file: Path) -> None:
         ],
         "prefixes": [{"upstream": "demo", "prefix": "demo__", "shadowed_by": 1}],
         "catalogue": {"shadowed_by": 1},
-        "unreachable": ["files"],
+        "unreachable": ["files", "old"],
         "unsafe_prefixes": [],
     }
 
@@ -463,8 +468,8 @@ def test_list_servers_json(described_file: Path) -> None:
     assert result.exit_code == 0
     assert "s3cret" not in result.stdout
     servers = json.loads(result.stdout)["servers"]
-    assert [s["auth"] for s in servers] == ["bearer", "header:X-Api-Key", "none"]
-    assert [s["prefix"] for s in servers] == ["demo", None, None]
+    assert [s["auth"] for s in servers] == ["bearer", "header:X-Api-Key", "none", "none"]
+    assert [s["prefix"] for s in servers] == ["demo", None, None, None]
     assert all("probe" not in s for s in servers)
 
 

@@ -179,3 +179,11 @@ def test_configure_logging_rejects_unknown_level(restore_root: None) -> None:
 def test_redactor_argv() -> None:
     argv = ["server", "--api-token=abc", "--password", "pw", "--verbose", "/data", "--token"]
     assert Redactor().argv(argv) == ["server", "--api-token=***", "--password", "***", "--verbose", "/data", "--token"]
+
+
+def test_urls_mask_query_parameters_that_look_like_credentials() -> None:
+    redactor = Redactor()
+    url = "https://h.example.com/sse?key=k1&api_key=k2&sig=k3&auth=k4&tenant=acme"
+    shown = redactor.url(url)
+    assert all(secret not in shown for secret in ("k1", "k2", "k3", "k4"))
+    assert "tenant=acme" in shown

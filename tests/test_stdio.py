@@ -7,21 +7,27 @@ does what no real server should (garbage, huge lines, ignoring SIGTERM).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from mcpgate.config import load_config
 from mcpgate.config.model import UpstreamConfig
 from mcpgate.errors import GatewayError
+from mcpgate.gateway import Gateway
 from mcpgate.upstream.stdio import StdioProcess
 from tests.conftest import DEMO_SERVER
+from tests.gateway_harness import modern_call, modern_headers, read_messages, running_gateway, sdk_client
 
 PEER = Path(__file__).resolve().parent / "servers" / "stdio_peer.py"
 DEMO = (sys.executable, str(DEMO_SERVER), "--transport", "stdio")
@@ -181,3 +187,71 @@ async def test_close_kills_a_child_that_ignores_sigterm_and_reaps_it() -> None:
     assert process.state == "stopped"
     with pytest.raises(ProcessLookupError):
         os.kill(child.pid, 0)  # reaped: not even a zombie is left
+
+
+# -- through the gateway: both endpoints, both eras, the official client -------------------------
+
+
+def gateway_config(extra: str = "") -> str:
+    command = json.dumps([*DEMO])
+    return f"server: {{port: 0}}\nupstreams:\n  local:\n    command: {command}\n    connect_timeout: 30s\n{extra}"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28", "auto"])
+async def test_a_stdio_server_is_used_through_both_endpoints_by_clients_of_both_eras(mode: str) -> None:
+    config = load_config(text=gateway_config(), source="stdio.yml")
+    async with running_gateway(config) as gw:
+        await gw.gateway.children["local"][0].wait_ready(30)
+        for url in (gw.endpoint("local"), gw.url + "/mcp"):
+            async with sdk_client(url, mode) as client:
+                assert {"add", "echo", "countdown"} <= {t.name for t in (await client.list_tools()).tools}
+                result = await client.call_tool("add", {"a": 20, "b": 22})
+                assert result.content[0].text == "42"  # type: ignore[union-attr]
+                progress: list[float] = []
+
+                async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                    progress.append(done)  # noqa: B023 - awaited within this iteration
+
+                result = await client.call_tool("countdown", {"steps": 3, "delay": 0.01}, progress_callback=on_progress)
+                assert result.content[0].text == "lift-off after 3 steps"  # type: ignore[union-attr]
+                assert progress == [1, 2, 3]
+                resources = await client.read_resource("demo://greeting")
+                assert "Hello" in resources.contents[0].text  # type: ignore[union-attr]
+
+
+async def test_readiness_follows_the_child_and_a_dead_child_is_an_error_not_a_hang() -> None:
+    config = load_config(text=gateway_config(), source="stdio.yml")
+    async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
+        process = gw.gateway.children["local"][0]
+        await process.wait_ready(30)
+        upstream = gw.gateway.upstreams["local"]
+        await upstream.probe()
+        async with http.get(gw.url + "/readyz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["upstreams"]["local"]["state"] == "healthy"
+        url = gw.endpoint("local")
+        headers = {**modern_headers("tools/call", "sleep")}
+        call = asyncio.create_task(
+            http.post(
+                url, json=modern_call("tools/call", {"name": "sleep", "arguments": {"seconds": 60}}), headers=headers
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        resp = await asyncio.wait_for(call, 15)
+        body = await resp.json()
+        assert resp.status == 503
+        assert body["error"]["data"]["reason"] == "upstream_unavailable"
+        await process.wait_ready(30)  # back, after its back-off
+        async with http.post(url, json=modern_call("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}}),
+                             headers=modern_headers("tools/call", "add")) as resp:  # fmt: skip
+            assert resp.status == 200
+            assert (await read_messages(resp))[-1]["result"]["content"][0]["text"] == "3"
+
+
+async def test_validate_accepts_a_command_upstream_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("mcpgate-*"))
+    config = load_config(text=gateway_config(), source="stdio.yml")
+    Gateway.from_config(config)
+    assert set(Path(tempfile.gettempdir()).glob("mcpgate-*")) == before

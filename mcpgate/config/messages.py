@@ -289,9 +289,13 @@ def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
             yield Finding(("observability", section, "enabled"), message)
     for name, spec in _dict(data.get("upstreams")).items():
         spec = _dict(spec)
-        if "command" in spec or spec.get("transport") == "sse":
-            kind, key = ("stdio", "command") if "command" in spec else ("legacy HTTP+SSE", "transport")
-            yield Finding(("upstreams", name, key), f"{kind} upstreams are not served by this version yet")
+        if spec.get("transport") == "sse":
+            yield Finding(
+                ("upstreams", name, "transport"), "legacy HTTP+SSE upstreams are not served by this version yet"
+            )
+        if spec.get("per_session") is True:
+            message = "per_session (a process per client session) is not available in this version yet; remove it"
+            yield Finding(("upstreams", name, "per_session"), message)
 
 
 def _auth(data: dict[str, Any]) -> Iterator[Finding]:

@@ -37,6 +37,9 @@ MASK: Final = "***"
 _RECORD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+_URL_SECRET: Final = re.compile("key|auth|sig|token|pass|secret|credential")
+
+
 class Redactor:
     """Decides which keys hold secrets, with one regex compiled up front.
 
@@ -80,11 +83,15 @@ class Redactor:
         query = parts.query
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
-            if any(self.is_secret(k) for k, _ in pairs):
-                query = urlencode([(k, MASK if self.is_secret(k) else v) for k, v in pairs], safe="*")
+            if any(self._secret_param(k) for k, _ in pairs):
+                query = urlencode([(k, MASK if self._secret_param(k) else v) for k, v in pairs], safe="*")
         if netloc == parts.netloc and query == parts.query:
             return url
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+    def _secret_param(self, key: str) -> bool:
+        # Query strings carry API keys under many names (key, api_key, sig, auth): mask more there.
+        return self.is_secret(key) or _URL_SECRET.search(key.lower()) is not None
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """A command line with secret-looking option values masked.

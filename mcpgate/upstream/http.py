@@ -81,12 +81,14 @@ class UpstreamState:
 class HttpUpstream:
     """One Streamable HTTP upstream. ``start`` opens the pool; ``close`` releases it."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
-        if config.url is None:  # pragma: no cover - guaranteed by the config schema
+    def __init__(self, config: UpstreamConfig, *, bridge_socket: str | None = None) -> None:
+        """``bridge_socket``: the upstream is a stdio child that ``upstream.bridge`` serves on this Unix socket."""
+        if config.url is None and bridge_socket is None:  # pragma: no cover - guaranteed by the config schema
             raise ValueError(f"upstream {config.name!r} has no url")
         self.config = config
         self.name = config.name
-        url = URL(config.url)
+        self.bridge_socket = bridge_socket
+        url = URL("http://mcpgate-bridge/mcp" if config.url is None else config.url)
         # Credentials in the URL become a Basic header (unless `auth` says otherwise): aiohttp
         # refuses a URL with userinfo next to an Authorization header, and URLs end up in logs.
         self.url = url.with_user(None) if url.user is not None else url
@@ -114,8 +116,16 @@ class HttpUpstream:
             raise RuntimeError(f"upstream {self.name!r} is not started")
         return self._session
 
+    @property
+    def bridged(self) -> bool:
+        return self.bridge_socket is not None
+
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=60)
+        connector: aiohttp.BaseConnector
+        if self.bridge_socket is not None:
+            connector = aiohttp.UnixConnector(self.bridge_socket, limit=0, keepalive_timeout=30)
+        else:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=60)
         # No cookie jar: the pool is shared by every client, so an upstream's Set-Cookie for one
         # caller must never ride along on another's request (and jar bookkeeping costs per call).
         self._session = aiohttp.ClientSession(
