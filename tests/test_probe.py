@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from mcpgate.config.model import UpstreamAuth, UpstreamConfig
 from mcpgate.upstream.probe import MAX_PAGES, ProbeResult, probe_upstream
-from tests.conftest import free_port
+from tests.conftest import DEMO_SERVER, free_port
 
 SECRET = "Bearer pr0be-s3cret"
 
@@ -69,12 +70,28 @@ async def test_closed_port_is_unhealthy_without_raising() -> None:
     assert result.era is None and result.latency_ms is None
 
 
-@pytest.mark.parametrize("transport", ["stdio", "sse"])
-async def test_other_transports_are_not_probed_yet(transport: Any) -> None:
-    cfg = UpstreamConfig(name="x", transport=transport, url="http://127.0.0.1:1/sse", command=("true",))
+async def test_sse_upstreams_are_not_probed_yet() -> None:
+    cfg = UpstreamConfig(name="x", transport="sse", url="http://127.0.0.1:1/sse")
     result = await probe_upstream(cfg)
     assert not result.healthy
-    assert result.error == f"probe not supported for {transport} upstreams yet"
+    assert result.error == "probe not supported for sse upstreams yet"
+
+
+async def test_a_stdio_upstream_is_started_asked_and_stopped() -> None:
+    cfg = UpstreamConfig(
+        name="x", transport="stdio", command=(sys.executable, str(DEMO_SERVER), "--transport", "stdio")
+    )
+    result = await probe_upstream(cfg, timeout=30)
+    assert result.healthy, result.error
+    assert (result.era, result.protocol_version) == ("legacy", "2025-11-25")
+    assert (result.tools, result.resources, result.prompts) == (5, 1, 1)
+
+
+async def test_a_stdio_upstream_that_exits_is_unhealthy_at_once() -> None:
+    cfg = UpstreamConfig(name="x", transport="stdio", command=(sys.executable, "-c", "raise SystemExit(2)"))
+    result = await probe_upstream(cfg, timeout=30)
+    assert not result.healthy
+    assert result.error == "exited with status 2 before answering initialize"
 
 
 # -- against scripted servers ------------------------------------------------------------------

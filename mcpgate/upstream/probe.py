@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import aiohttp
 
 from mcpgate import __version__
+from mcpgate.errors import GatewayError
 from mcpgate.sse import SSEError, SSEParser
 
 if TYPE_CHECKING:  # only for annotations: `health` imports this module and must start fast
     from mcpgate.config.model import UpstreamConfig
+    from mcpgate.upstream.stdio import StdioProcess
 
 __all__ = ["LEGACY_VERSION", "MODERN_VERSION", "ProbeResult", "probe_upstream"]
 
@@ -93,6 +95,8 @@ async def probe_upstream(
     session: aiohttp.ClientSession | None = None,
 ) -> ProbeResult:
     """Probe one upstream within ``timeout`` seconds in total; never raises for network trouble."""
+    if cfg.transport == "stdio":
+        return await _probe_stdio(cfg, timeout)
     if cfg.transport != "streamable-http" or cfg.url is None:
         return ProbeResult(cfg.name, healthy=False, error=f"probe not supported for {cfg.transport} upstreams yet")
     findings = _Findings()
@@ -117,6 +121,51 @@ async def probe_upstream(
     return findings.result(cfg.name, None)
 
 
+async def _probe_stdio(cfg: UpstreamConfig, seconds: float) -> ProbeResult:
+    """Start the command as the gateway would, ask what it offers, and stop it again."""
+    from mcpgate.upstream.stdio import StdioProcess
+
+    findings = _Findings()
+    process = StdioProcess(cfg, kill_grace=1.0, restart=False)
+    started = time.monotonic()
+    await process.start()
+    try:
+        async with asyncio.timeout(seconds):
+            try:
+                await process.wait_ready(seconds)
+            except GatewayError:
+                raise ProbeError(process.last_error or "did not start") from None
+            findings.latency_ms = (time.monotonic() - started) * 1000
+            handshake = process.initialize_result or {}
+            version = handshake.get("protocolVersion")
+            findings.era, findings.protocol_version = "legacy", version if isinstance(version, str) else None
+            await _count_lists(_StdioRpc(process), handshake, findings)
+    except TimeoutError:
+        return findings.result(cfg.name, process.last_error or f"timed out after {seconds:g}s")
+    except ProbeError as exc:
+        return findings.result(cfg.name, str(exc))
+    finally:
+        await process.close()
+    return findings.result(cfg.name, None)
+
+
+class _StdioRpc:
+    """Requests to a stdio child, for the probe's list counting."""
+
+    def __init__(self, process: StdioProcess) -> None:
+        self.process = process
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = await self.process.request({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        except GatewayError as exc:
+            raise ProbeError(f"{method}: {exc.message}") from None
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise ProbeError(f"{method}: {describe_rpc_error(answer.get('error'))}")
+        return result
+
+
 async def _probe_http(rpc: _Rpc, findings: _Findings) -> None:
     started = time.monotonic()
     status, discovered = await rpc.discover()
@@ -139,7 +188,7 @@ async def _probe_http(rpc: _Rpc, findings: _Findings) -> None:
         await rpc.end_session()
 
 
-async def _count_lists(rpc: _Rpc, handshake: Mapping[str, Any], findings: _Findings) -> None:
+async def _count_lists(rpc: _Rpc | _StdioRpc, handshake: Mapping[str, Any], findings: _Findings) -> None:
     capabilities = handshake.get("capabilities")
     if not isinstance(capabilities, Mapping):
         capabilities = {}
@@ -148,7 +197,7 @@ async def _count_lists(rpc: _Rpc, handshake: Mapping[str, Any], findings: _Findi
             findings.counts[key] = await _count(rpc, method, key)
 
 
-async def _count(rpc: _Rpc, method: str, key: str) -> int:
+async def _count(rpc: _Rpc | _StdioRpc, method: str, key: str) -> int:
     """Items across all pages; stops after ``MAX_PAGES`` so a looping cursor cannot hang a probe."""
     total, cursor = 0, None
     for _ in range(MAX_PAGES):

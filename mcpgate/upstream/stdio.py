@@ -29,11 +29,13 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mcpgate import __version__, jsonrpc
-from mcpgate.config.model import UpstreamConfig
 from mcpgate.errors import GatewayError
+
+if TYPE_CHECKING:
+    from mcpgate.config.model import UpstreamConfig
 
 log = logging.getLogger("mcpgate.upstream")
 stderr_log = logging.getLogger("mcpgate.upstream.stderr")
@@ -68,7 +70,9 @@ class StdioProcess:
         capabilities: Mapping[str, Any] | None = None,
         rng: Callable[[], float] = random.random,
         kill_grace: float = KILL_GRACE,
+        restart: bool = True,
     ) -> None:
+        """``restart=False`` runs the child once (a probe): when it ends, waiting callers fail at once."""
         if not config.command:  # pragma: no cover - guaranteed by the config schema
             raise ValueError(f"upstream {config.name!r} has no command")
         self.config = config
@@ -82,6 +86,8 @@ class StdioProcess:
         self._capabilities = dict(capabilities or {})
         self._rng = rng
         self._kill_grace = kill_grace
+        self._restart = restart
+        self._ended = asyncio.Event()  # the supervisor gave up (restart=False) or was closed
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
         self._progress: dict[str, int] = {}  # the token the child sees -> our id of the call
@@ -101,11 +107,16 @@ class StdioProcess:
             self._supervisor = asyncio.create_task(self._supervise(), name=f"stdio-{self.name}")
 
     async def wait_ready(self, seconds: float) -> None:
+        if self._ready.is_set():
+            return
+        ready, ended = asyncio.create_task(self._ready.wait()), asyncio.create_task(self._ended.wait())
         try:
-            async with asyncio.timeout(seconds):
-                await self._ready.wait()
-        except TimeoutError:
-            raise self._unavailable("is not running") from None
+            await asyncio.wait({ready, ended}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            ended.cancel()
+        if not self._ready.is_set():
+            raise self._unavailable("is not running" + (f" ({self.last_error})" if self.last_error else ""))
 
     async def close(self) -> None:
         self._closing.set()
@@ -310,7 +321,9 @@ class StdioProcess:
             started = time.monotonic()
             self.state = "starting" if self.restarts == 0 else "restarting"
             code = await self._run_once()
-            if self._closing.is_set():
+            if self._closing.is_set() or not self._restart:
+                self.state = "stopped"
+                self._ended.set()
                 break
             attempt = 0 if time.monotonic() - started >= STABLE_AFTER else attempt + 1
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + self._rng())
