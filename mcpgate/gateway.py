@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -98,7 +99,8 @@ class Gateway:
                 socket_path = os.path.join(bridge_dir, f"{index}.sock")
                 process = StdioProcess(u)
                 children[u.name] = (process, Bridge(process, socket_path))
-                upstreams[u.name] = HttpUpstream(u, bridge_socket=socket_path)
+                upstreams[u.name] = upstream = HttpUpstream(u, bridge_socket=socket_path)
+                upstream.first_probe_after = functools.partial(process.wait_ready, u.connect_timeout)
             else:
                 log.warning(
                     "upstream %s uses the %s transport, which this version does not serve yet", u.name, u.transport

@@ -228,7 +228,14 @@ async def test_readiness_follows_the_child_and_a_dead_child_is_an_error_not_a_ha
         await upstream.probe()
         async with http.get(gw.url + "/readyz") as resp:
             assert resp.status == 200
-            assert (await resp.json())["upstreams"]["local"]["state"] == "healthy"
+            state = (await resp.json())["upstreams"]["local"]
+        assert state["state"] == "healthy"
+        assert (state["transport"], state["process"], state["protocol"], state["restarts"]) == (
+            "stdio",
+            "running",
+            "2025-11-25",  # the child's own, as list-servers --probe says it
+            0,
+        )
         url = gw.endpoint("local")
         headers = {**modern_headers("tools/call", "sleep")}
         call = asyncio.create_task(
@@ -248,6 +255,8 @@ async def test_readiness_follows_the_child_and_a_dead_child_is_an_error_not_a_ha
                              headers=modern_headers("tools/call", "add")) as resp:  # fmt: skip
             assert resp.status == 200
             assert (await read_messages(resp))[-1]["result"]["content"][0]["text"] == "3"
+        async with http.get(gw.url + "/readyz") as resp:
+            assert (await resp.json())["upstreams"]["local"]["restarts"] == 1
 
 
 async def test_validate_accepts_a_command_upstream_and_leaves_nothing_behind(tmp_path: Path) -> None:

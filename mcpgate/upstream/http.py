@@ -8,10 +8,11 @@ request path only copies the allowlisted client headers on top.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -88,6 +89,8 @@ class HttpUpstream:
         self.config = config
         self.name = config.name
         self.bridge_socket = bridge_socket
+        # Awaited before the first heartbeat: a stdio child still starting is not "unhealthy".
+        self.first_probe_after: Callable[[], Awaitable[None]] | None = None
         url = URL("http://mcpgate-bridge/mcp" if config.url is None else config.url)
         # Credentials in the URL become a Basic header (unless `auth` says otherwise): aiohttp
         # refuses a URL with userinfo next to an Authorization header, and URLs end up in logs.
@@ -262,6 +265,9 @@ class HttpUpstream:
             state.health = "unhealthy"
 
     async def _heartbeat_loop(self) -> None:
+        if self.first_probe_after is not None:
+            with contextlib.suppress(GatewayError):
+                await self.first_probe_after()
         while True:
             try:
                 await self.probe()

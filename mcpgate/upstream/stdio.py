@@ -127,6 +127,15 @@ class StdioProcess:
             self._supervisor = None
         self.state = "stopped"
 
+    def status(self) -> dict[str, Any]:
+        """For /readyz: the child as an operator needs to see it (the protocol is the child's own)."""
+        version = (self.initialize_result or {}).get("protocolVersion")
+        status: dict[str, Any] = {"process": self.state, "pid": self.pid, "restarts": self.restarts}
+        status["protocol"] = version if self.state == "running" else None
+        if self.state != "running" and self.last_error is not None:
+            status["last_error"] = self.last_error
+        return status
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Notifications the child sends that belong to no call; returns the unsubscribe function."""
         self._subscribers.add(listener)
