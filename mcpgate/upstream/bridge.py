@@ -28,7 +28,7 @@ from aiohttp import web
 
 from mcpgate import jsonrpc
 from mcpgate.errors import GatewayError
-from mcpgate.upstream.stdio import StdioProcess
+from mcpgate.upstream.channel import Channel
 
 log = logging.getLogger("mcpgate.upstream")
 
@@ -41,7 +41,7 @@ FAILURE_STATUSES: Final = frozenset({502, 503, 504})
 
 
 class Bridge:
-    def __init__(self, process: StdioProcess, socket_path: str) -> None:
+    def __init__(self, process: Channel, socket_path: str) -> None:
         self.process = process
         self.socket_path = socket_path
         self._sessions: OrderedDict[str, bool] = OrderedDict()  # id -> whether its client answers requests
