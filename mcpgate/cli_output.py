@@ -80,7 +80,7 @@ def issue_dict(issue: ConfigIssue) -> dict[str, Any]:
 
 
 def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]:
-    served = upstream.transport != "sse"
+    served = True  # every transport is served; the field stays for scripts that read it
     return {
         "path": f"/servers/{upstream.name}/mcp",
         "alias": f"/mcp/{upstream.name}",
@@ -88,7 +88,7 @@ def server_route(upstream: UpstreamConfig, redactor: Redactor) -> dict[str, Any]
         "transport": upstream.transport,
         "target": display_target(upstream, redactor),
         "served": served,
-        "status": "served" if served else f"not served yet ({upstream.transport} upstreams land later)",
+        "status": "served",
     }
 
 

@@ -30,7 +30,9 @@ from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
 from mcpgate.upstream.bridge import Bridge
+from mcpgate.upstream.channel import Channel
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
+from mcpgate.upstream.sse import SseUpstream
 from mcpgate.upstream.stdio import StdioProcess
 
 log = logging.getLogger("mcpgate.gateway")
@@ -57,8 +59,9 @@ class Gateway:
     auth: Authenticator | None = None  # None: no auth section, every caller is anonymous
     policy: Policy | None = None  # None: no policy section, everything is allowed
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
-    # stdio upstreams: each child, and the bridge that serves it to the rest as Streamable HTTP.
-    children: dict[str, tuple[StdioProcess, Bridge]] = field(default_factory=dict)
+    # stdio and legacy HTTP+SSE upstreams: each channel, and the bridge that serves it to the rest
+    # of the gateway as Streamable HTTP.
+    children: dict[str, tuple[Channel, Bridge]] = field(default_factory=dict)
     bridge_dir: str | None = None
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
     catalogue: Catalogue = field(default_factory=Catalogue)
@@ -89,22 +92,18 @@ class Gateway:
                 f"sessions.backend: {config.sessions.backend!r} is not available in this version; use 'memory'"
             )
         upstreams: dict[str, HttpUpstream] = {}
-        children: dict[str, tuple[StdioProcess, Bridge]] = {}
+        children: dict[str, tuple[Channel, Bridge]] = {}
         # Created at start, not here: validate builds a Gateway too, and must leave nothing behind.
         bridge_dir = os.path.join(tempfile.gettempdir(), f"mcpgate-{os.getpid()}-{secrets.token_hex(4)}")
         for index, u in enumerate(config.upstreams):
             if u.transport == "streamable-http":
                 upstreams[u.name] = HttpUpstream(u)
-            elif u.transport == "stdio":
+            else:  # stdio and legacy HTTP+SSE: a channel the gateway holds, bridged to the rest
                 socket_path = os.path.join(bridge_dir, f"{index}.sock")
-                process = StdioProcess(u)
-                children[u.name] = (process, Bridge(process, socket_path))
+                channel = StdioProcess(u) if u.transport == "stdio" else SseUpstream(u)
+                children[u.name] = (channel, Bridge(channel, socket_path))
                 upstreams[u.name] = upstream = HttpUpstream(u, bridge_socket=socket_path)
-                upstream.first_probe_after = functools.partial(process.wait_ready, u.connect_timeout)
-            else:
-                log.warning(
-                    "upstream %s uses the %s transport, which this version does not serve yet", u.name, u.transport
-                )
+                upstream.first_probe_after = functools.partial(channel.wait_ready, u.connect_timeout)
         sessions = config.sessions
         store = MemorySessionStore(
             sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client

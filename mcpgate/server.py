@@ -53,8 +53,8 @@ async def readiness(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     ready = gateway.is_ready() and not gateway.closing.is_set()
     states: dict[str, Any] = {name: u.state.as_dict() for name, u in gateway.upstreams.items()}
-    for name, (process, _) in gateway.children.items():
-        states[name] |= {"transport": "stdio", **process.status()}
+    for name, (channel, _) in gateway.children.items():
+        states[name] |= channel.status()
     for u in gateway.config.upstreams:
         states.setdefault(u.name, {"state": "not_served", "transport": u.transport})
     sessions = gateway.sessions

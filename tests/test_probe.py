@@ -70,11 +70,11 @@ async def test_closed_port_is_unhealthy_without_raising() -> None:
     assert result.era is None and result.latency_ms is None
 
 
-async def test_sse_upstreams_are_not_probed_yet() -> None:
-    cfg = UpstreamConfig(name="x", transport="sse", url="http://127.0.0.1:1/sse")
+async def test_an_sse_upstream_that_is_down_is_unhealthy_at_once() -> None:
+    cfg = UpstreamConfig(name="x", transport="sse", url=f"http://127.0.0.1:{free_port()}/sse")
     result = await probe_upstream(cfg)
     assert not result.healthy
-    assert result.error == "probe not supported for sse upstreams yet"
+    assert result.error == "cannot open the event stream: ClientConnectorError"
 
 
 async def test_a_stdio_upstream_is_started_asked_and_stopped() -> None:

@@ -289,10 +289,6 @@ def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
             yield Finding(("observability", section, "enabled"), message)
     for name, spec in _dict(data.get("upstreams")).items():
         spec = _dict(spec)
-        if spec.get("transport") == "sse":
-            yield Finding(
-                ("upstreams", name, "transport"), "legacy HTTP+SSE upstreams are not served by this version yet"
-            )
         if spec.get("per_session") is True:
             message = "per_session (a process per client session) is not available in this version yet; remove it"
             yield Finding(("upstreams", name, "per_session"), message)

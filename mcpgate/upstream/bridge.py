@@ -136,13 +136,17 @@ class Bridge:
                 await self.process.notify(message)
             return None
         if method == "server/discover":
-            return {"jsonrpc": "2.0", "id": message["id"], "result": self._discover()}
+            return {"jsonrpc": "2.0", "id": message["id"], "result": await self._discover()}
         if method == "initialize":
             return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32600, "message": "not in a batch"}}
         answer = await self.process.request(_legacy(message) if modern else message)
         return _modern(answer, method) if modern else answer
 
-    def _discover(self) -> dict[str, Any]:
+    async def _discover(self) -> dict[str, Any]:
+        """Answered from the child's initialize, after a ``ping`` proves it still answers: the
+        gateway's heartbeat asks this, and must see a hung child as down."""
+        ping = {"jsonrpc": "2.0", "id": "mcpgate-ping", "method": "ping"}
+        await self.process.request(ping, seconds=self.process.config.heartbeat.timeout)
         result = self.process.initialize_result
         if result is None:
             raise GatewayError("upstream_unavailable", f"Upstream {self.process.name!r} is not running")

@@ -91,7 +91,7 @@ class HttpUpstream:
         self.bridge_socket = bridge_socket
         # Awaited before the first heartbeat: a stdio child still starting is not "unhealthy".
         self.first_probe_after: Callable[[], Awaitable[None]] | None = None
-        url = URL("http://mcpgate-bridge/mcp" if config.url is None else config.url)
+        url = URL("http://mcpgate-bridge/mcp" if bridge_socket is not None or config.url is None else config.url)
         # Credentials in the URL become a Basic header (unless `auth` says otherwise): aiohttp
         # refuses a URL with userinfo next to an Authorization header, and URLs end up in logs.
         self.url = url.with_user(None) if url.user is not None else url

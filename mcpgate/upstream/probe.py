@@ -29,7 +29,7 @@ from mcpgate.sse import SSEError, SSEParser
 
 if TYPE_CHECKING:  # only for annotations: `health` imports this module and must start fast
     from mcpgate.config.model import UpstreamConfig
-    from mcpgate.upstream.stdio import StdioProcess
+    from mcpgate.upstream.channel import Channel
 
 __all__ = ["LEGACY_VERSION", "MODERN_VERSION", "ProbeResult", "probe_upstream"]
 
@@ -95,10 +95,9 @@ async def probe_upstream(
     session: aiohttp.ClientSession | None = None,
 ) -> ProbeResult:
     """Probe one upstream within ``timeout`` seconds in total; never raises for network trouble."""
-    if cfg.transport == "stdio":
-        return await _probe_stdio(cfg, timeout)
-    if cfg.transport != "streamable-http" or cfg.url is None:
-        return ProbeResult(cfg.name, healthy=False, error=f"probe not supported for {cfg.transport} upstreams yet")
+    if cfg.transport != "streamable-http":
+        return await _probe_channel(cfg, timeout)
+    assert cfg.url is not None
     findings = _Findings()
     own_session = session is None
     client = session if session is not None else aiohttp.ClientSession()
@@ -121,12 +120,18 @@ async def probe_upstream(
     return findings.result(cfg.name, None)
 
 
-async def _probe_stdio(cfg: UpstreamConfig, seconds: float) -> ProbeResult:
-    """Start the command as the gateway would, ask what it offers, and stop it again."""
+async def _probe_channel(cfg: UpstreamConfig, seconds: float) -> ProbeResult:
+    """Start the command (stdio) or open the stream (sse) as the gateway would, ask what it
+    offers, and stop again."""
+    from mcpgate.upstream.sse import SseUpstream
     from mcpgate.upstream.stdio import StdioProcess
 
     findings = _Findings()
-    process = StdioProcess(cfg, kill_grace=1.0, restart=False)
+    process: Channel
+    if cfg.transport == "stdio":
+        process = StdioProcess(cfg, kill_grace=1.0, restart=False)
+    else:
+        process = SseUpstream(cfg, restart=False)
     started = time.monotonic()
     await process.start()
     try:
@@ -150,9 +155,9 @@ async def _probe_stdio(cfg: UpstreamConfig, seconds: float) -> ProbeResult:
 
 
 class _StdioRpc:
-    """Requests to a stdio child, for the probe's list counting."""
+    """Requests to a stdio child or an sse upstream, for the probe's list counting."""
 
-    def __init__(self, process: StdioProcess) -> None:
+    def __init__(self, process: Channel) -> None:
         self.process = process
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
