@@ -101,7 +101,8 @@ class Gateway:
             else:  # stdio and legacy HTTP+SSE: a channel the gateway holds, bridged to the rest
                 socket_path = os.path.join(bridge_dir, f"{index}.sock")
                 channel = StdioProcess(u) if u.transport == "stdio" else SseUpstream(u)
-                children[u.name] = (channel, Bridge(channel, socket_path))
+                own = functools.partial(StdioProcess, u) if u.transport == "stdio" and u.per_session else None
+                children[u.name] = (channel, Bridge(channel, socket_path, session_channel=own))
                 upstreams[u.name] = upstream = HttpUpstream(u, bridge_socket=socket_path)
                 upstream.first_probe_after = functools.partial(channel.wait_ready, u.connect_timeout)
         sessions = config.sessions

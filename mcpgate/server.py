@@ -53,8 +53,10 @@ async def readiness(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     ready = gateway.is_ready() and not gateway.closing.is_set()
     states: dict[str, Any] = {name: u.state.as_dict() for name, u in gateway.upstreams.items()}
-    for name, (channel, _) in gateway.children.items():
+    for name, (channel, bridge) in gateway.children.items():
         states[name] |= channel.status()
+        if channel.config.per_session:
+            states[name]["session_processes"] = bridge.session_processes
     for u in gateway.config.upstreams:
         states.setdefault(u.name, {"state": "not_served", "transport": u.transport})
     sessions = gateway.sessions

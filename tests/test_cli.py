@@ -749,10 +749,3 @@ def test_start_bad_flag_value_is_a_usage_error(config_file: Path, captured_run: 
     assert invoke("start", "-c", str(config_file), env={"MCPGATE_PORT": "http"}).exit_code == 2
     assert captured_run == []
 
-
-def test_a_process_per_session_is_refused_until_it_is_available(tmp_path: Path) -> None:
-    config = tmp_path / "gateway.yml"
-    config.write_text("upstreams:\n  files: {command: [srv], per_session: true}\n")
-    checked = invoke("validate", "-c", str(config))
-    assert checked.exit_code == 1
-    assert "upstreams.files.per_session: per_session (a process per client session) is not available" in checked.stderr

@@ -27,9 +27,21 @@ from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
 from mcpgate.upstream.stdio import StdioProcess
 from tests.conftest import DEMO_SERVER
-from tests.gateway_harness import modern_call, modern_headers, read_messages, running_gateway, sdk_client
+from tests.gateway_harness import (
+    LEGACY,
+    POST_HEADERS,
+    initialize,
+    modern_call,
+    modern_headers,
+    read_messages,
+    rpc,
+    running_gateway,
+    sdk_client,
+    session_headers,
+)
 
 PEER = Path(__file__).resolve().parent / "servers" / "stdio_peer.py"
+INIT_PARAMS = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}
 DEMO = (sys.executable, str(DEMO_SERVER), "--transport", "stdio")
 
 
@@ -264,3 +276,36 @@ async def test_validate_accepts_a_command_upstream_and_leaves_nothing_behind(tmp
     config = load_config(text=gateway_config(), source="stdio.yml")
     Gateway.from_config(config)
     assert set(Path(tempfile.gettempdir()).glob("mcpgate-*")) == before
+
+
+async def test_per_session_gives_each_session_its_own_process_ended_with_it() -> None:
+    command = json.dumps([sys.executable, str(PEER)])
+    text = (
+        f"server: {{port: 0}}\nupstreams:\n  local:\n    command: {command}\n"
+        "    per_session: true\n    max_processes: 2\n"
+    )
+    async with running_gateway(load_config(text=text, source="stdio.yml")) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("local")
+        sessions, pids = [], []
+        for _ in range(2):
+            sid = await initialize(http, url)
+            sessions.append(sid)
+            async with http.post(url, json=rpc("pid", id=2), headers=session_headers(sid)) as resp:
+                pids.append((await read_messages(resp))[-1]["result"]["pid"])
+        assert len(set(pids)) == 2
+        shared = gw.gateway.children["local"][0]
+        assert shared.pid not in pids
+        # A third session is beyond max_processes: refused, not queued.
+        async with http.post(url, json=rpc("initialize", INIT_PARAMS), headers=POST_HEADERS) as resp:
+            assert resp.status == 503
+            assert "max_processes" in (await resp.json())["error"]["message"]
+        async with http.get(gw.url + "/readyz") as resp:
+            assert (await resp.json())["upstreams"]["local"]["session_processes"] == 2
+        async with http.delete(url, headers=session_headers(sessions[0])) as resp:
+            assert resp.status < 300
+        for _ in range(100):
+            if not Path(f"/proc/{pids[0]}").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert not Path(f"/proc/{pids[0]}").exists(), "the session's process outlived it"
+        assert Path(f"/proc/{pids[1]}").exists()

@@ -99,6 +99,7 @@ _SERVER: Converters = {
 _HEARTBEAT: Converters = {"interval": _seconds, "timeout": _seconds, "failures": int}
 _UPSTREAM: Converters = {
     "command": tuple,
+    "max_processes": int,
     "env": _pairs,
     "headers": _pairs,
     "auth": _upstream_auth,

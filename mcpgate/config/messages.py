@@ -201,7 +201,7 @@ def _bound(validator: str, limit: Any, got: str) -> str:
 # already complained, so these look only at parts that have the expected shape.
 
 _HTTP_ONLY = ("headers", "auth")
-_STDIO_ONLY = ("env", "cwd", "per_session")
+_STDIO_ONLY = ("env", "cwd", "per_session", "max_processes")
 
 
 def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:
@@ -287,11 +287,6 @@ def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
         if isinstance(spec, dict) and spec.get("enabled", section == "metrics") is True:
             message = f"{what} is not served by this version of mcpgate yet; set enabled: false or remove it"
             yield Finding(("observability", section, "enabled"), message)
-    for name, spec in _dict(data.get("upstreams")).items():
-        spec = _dict(spec)
-        if spec.get("per_session") is True:
-            message = "per_session (a process per client session) is not available in this version yet; remove it"
-            yield Finding(("upstreams", name, "per_session"), message)
 
 
 def _auth(data: dict[str, Any]) -> Iterator[Finding]:

@@ -113,6 +113,7 @@ class UpstreamConfig:
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     cwd: str | None = None
     per_session: bool = False
+    max_processes: int = 100  # with per_session: session processes at once
     timeout: float = 30.0
     connect_timeout: float = 10.0
     prefix: str | None = None

@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -41,12 +42,23 @@ FAILURE_STATUSES: Final = frozenset({502, 503, 504})
 
 
 class Bridge:
-    def __init__(self, process: Channel, socket_path: str) -> None:
+    def __init__(
+        self, process: Channel, socket_path: str, *, session_channel: Callable[[], Channel] | None = None
+    ) -> None:
+        """``process`` is the shared channel; with ``session_channel`` (``per_session``), each legacy
+        session gets a channel of its own from it, ended with the session."""
         self.process = process
         self.socket_path = socket_path
         self._sessions: OrderedDict[str, bool] = OrderedDict()  # id -> whether its client answers requests
+        self._session_channel = session_channel
+        self._own: dict[str, Channel] = {}  # per_session: each session's own channel
+        self._ending: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+
+    @property
+    def session_processes(self) -> int:
+        return len(self._own)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -61,6 +73,21 @@ class Bridge:
         self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
+        for session in list(self._own):
+            self._end(session)
+        await asyncio.gather(*self._ending, return_exceptions=True)
+
+    def _end(self, session: str) -> None:
+        """Forget a session; its own channel (per_session) is closed in the background."""
+        self._sessions.pop(session, None)
+        channel = self._own.pop(session, None)
+        if channel is not None:
+            task = asyncio.create_task(channel.close())
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+    def _channel(self, session: str | None) -> Channel:
+        return self._own.get(session, self.process) if session is not None else self.process
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -71,7 +98,7 @@ class Bridge:
             if request.method == "GET":
                 return await self._stream(request)
             if request.method == "DELETE":
-                self._sessions.pop(request.headers.get(SESSION_HEADER, ""), None)
+                self._end(request.headers.get(SESSION_HEADER, ""))
                 return web.Response(status=200)
             return web.Response(status=405, headers={"Allow": "GET, POST, DELETE"})
         except GatewayError as exc:
@@ -87,28 +114,32 @@ class Bridge:
         session = request.headers.get(SESSION_HEADER)
         if not modern and session is not None and session not in self._sessions:
             return web.json_response(GatewayError("session_not_found").to_jsonrpc(None), status=404, dumps=_dumps)
+        channel = self._channel(None if modern else session)
         if isinstance(decoded, list):
-            answers = [a for m in decoded if isinstance(m, dict) and (a := await self._one(m, modern)) is not None]
+            answers = [
+                a for m in decoded if isinstance(m, dict) and (a := await self._one(channel, m, modern)) is not None
+            ]
             return web.json_response(answers, dumps=_dumps) if answers else web.Response(status=202)
         if not isinstance(decoded, dict):
             return web.json_response(GatewayError("invalid_request").to_jsonrpc(None), status=400, dumps=_dumps)
         method = decoded.get("method")
         if method == "initialize" and "id" in decoded:
-            return self._initialize(decoded)
+            return await self._initialize(decoded)
         if method is None or "id" not in decoded:  # a response to the child, or a notification
-            await self._one(decoded, modern)
+            await self._one(channel, decoded, modern)
             return web.Response(status=202)
         params = decoded.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         wants_progress = isinstance(meta, dict) and "progressToken" in meta
         answers_requests = not modern and session is not None and self._sessions.get(session, False)
         if method == "server/discover" or not (wants_progress or answers_requests):
-            answer = await self._one(decoded, modern)
+            answer = await self._one(channel, decoded, modern)
             return web.json_response(answer, dumps=_dumps)
-        return await self._streamed_call(request, decoded, modern)
+        return await self._streamed_call(request, channel, decoded, modern)
 
-    def _initialize(self, message: dict[str, Any]) -> web.Response:
-        result = self.process.initialize_result
+    async def _initialize(self, message: dict[str, Any]) -> web.Response:
+        channel = self.process if self._session_channel is None else await self._new_channel()
+        result = channel.initialize_result
         if result is None:
             raise GatewayError("upstream_unavailable", f"Upstream {self.process.name!r} is not running")
         params = message.get("params")
@@ -120,26 +151,46 @@ class Bridge:
         self._sessions[session] = isinstance(capabilities, dict) and bool(
             {"sampling", "elicitation", "roots"} & capabilities.keys()
         )
+        if channel is not self.process:
+            self._own[session] = channel
         while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+            self._end(next(iter(self._sessions)))
         answer = {"jsonrpc": "2.0", "id": message["id"], "result": {**result, "protocolVersion": version}}
         return web.json_response(answer, headers={SESSION_HEADER: session}, dumps=_dumps)
 
-    async def _one(self, message: dict[str, Any], modern: bool) -> dict[str, Any] | None:
+    async def _new_channel(self) -> Channel:
+        """per_session: a channel of the session's own, started and initialized, within the limit."""
+        assert self._session_channel is not None
+        limit = self.process.config.max_processes
+        if len(self._own) >= limit:
+            raise GatewayError(
+                "upstream_unavailable",
+                f"Upstream {self.process.name!r} already runs {limit} session processes (max_processes)",
+            )
+        channel = self._session_channel()
+        await channel.start()
+        try:
+            await channel.wait_ready(self.process.config.connect_timeout)
+        except BaseException:
+            await channel.close()
+            raise
+        return channel
+
+    async def _one(self, channel: Channel, message: dict[str, Any], modern: bool) -> dict[str, Any] | None:
         """One message to the child; the answer for a request (None for the rest)."""
         method = message.get("method")
         if method is None:
-            await self.process.respond(message)
+            await channel.respond(message)
             return None
         if "id" not in message:
             if method not in ("notifications/initialized", "notifications/cancelled"):
-                await self.process.notify(message)
+                await channel.notify(message)
             return None
         if method == "server/discover":
             return {"jsonrpc": "2.0", "id": message["id"], "result": await self._discover()}
         if method == "initialize":
             return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32600, "message": "not in a batch"}}
-        answer = await self.process.request(_legacy(message) if modern else message)
+        answer = await channel.request(_legacy(message) if modern else message)
         return _modern(answer, method) if modern else answer
 
     async def _discover(self) -> dict[str, Any]:
@@ -158,12 +209,12 @@ class Bridge:
             "_meta": {"io.modelcontextprotocol/serverInfo": result.get("serverInfo", {})},
         }
 
-    async def _streamed_call(self, request: web.Request, message: dict[str, Any], modern: bool) -> web.StreamResponse:
+    async def _streamed_call(
+        self, request: web.Request, channel: Channel, message: dict[str, Any], modern: bool
+    ) -> web.StreamResponse:
         """A call answered as SSE: the child's progress (and questions) as they come, then the answer."""
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        call = asyncio.create_task(
-            self.process.request(_legacy(message) if modern else message, listener=events.put_nowait)
-        )
+        call = asyncio.create_task(channel.request(_legacy(message) if modern else message, listener=events.put_nowait))
         out = web.StreamResponse(status=200, headers=SSE_HEADERS)
         await out.prepare(request)
         try:
@@ -196,7 +247,7 @@ class Bridge:
             with contextlib.suppress(asyncio.QueueFull):  # a reader that fell that far behind misses some
                 events.put_nowait(message)
 
-        unsubscribe = self.process.subscribe(deliver)
+        unsubscribe = self._channel(request.headers.get(SESSION_HEADER)).subscribe(deliver)
         out = web.StreamResponse(status=200, headers=SSE_HEADERS)
         try:
             await out.prepare(request)

@@ -2,7 +2,7 @@
 requests to the client, ignoring SIGTERM, showing its environment.
 
 Behaviour by method: ``initialize`` answers like any server; ``env`` answers with the
-environment's variable names; ``garbage`` first writes junk lines, then answers; ``huge``
+environment's variable names; ``pid`` with its process id; ``garbage`` first writes junk lines, then answers; ``huge``
 answers with a line over 1 MiB; ``ask`` sends the client a request and answers with whatever
 came back; ``say`` writes its argument to stderr. ``--ignore-term`` ignores SIGTERM.
 """
@@ -34,6 +34,8 @@ def main() -> None:
                       "serverInfo": {"name": "stdio-peer", "version": "1"}}  # fmt: skip
         elif method == "env":
             result = {"names": sorted(os.environ)}
+        elif method == "pid":
+            result = {"pid": os.getpid()}
         elif method == "garbage":
             sys.stdout.write('this is not json\n[1, 2\n{"no": "jsonrpc"}\n\n')
             result = {"ok": True}
