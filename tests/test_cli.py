@@ -748,4 +748,3 @@ def test_start_bad_flag_value_is_a_usage_error(config_file: Path, captured_run: 
     assert invoke("start", "-c", str(config_file), "--port", "70000").exit_code == 2
     assert invoke("start", "-c", str(config_file), env={"MCPGATE_PORT": "http"}).exit_code == 2
     assert captured_run == []
-

@@ -267,7 +267,8 @@ def test_writing_the_documented_defaults_changes_nothing() -> None:
         f"{section}.{name}": spec["default"]
         for section, properties in sections.items()
         for name, spec in properties.items()
-        if "default" in spec and not (section == "upstreams.a" and name in ("env", "per_session", "max_processes"))  # stdio-only
+        if "default" in spec
+        and not (section == "upstreams.a" and name in ("env", "per_session", "max_processes"))  # stdio-only
     }
     assert "server.shutdown_timeout" in overrides and "upstreams.a.heartbeat.interval" in overrides
     assert load(MINIMAL, overrides=overrides) == load(MINIMAL)

@@ -309,3 +309,20 @@ async def test_per_session_gives_each_session_its_own_process_ended_with_it() ->
             await asyncio.sleep(0.05)
         assert not Path(f"/proc/{pids[0]}").exists(), "the session's process outlived it"
         assert Path(f"/proc/{pids[1]}").exists()
+
+
+async def test_fifty_clients_through_the_gateway_each_get_their_own_answer() -> None:
+    config = load_config(text=gateway_config(), source="stdio.yml")
+    async with running_gateway(config) as gw, aiohttp.ClientSession() as http:
+        await gw.gateway.children["local"][0].wait_ready(30)
+
+        async def one(n: int, url: str) -> str:
+            body = modern_call("tools/call", {"name": "echo", "arguments": {"text": f"client {n}"}}, id=7)
+            async with http.post(url, json=body, headers=modern_headers("tools/call", "echo")) as resp:
+                answer = (await read_messages(resp))[-1]
+            assert answer["id"] == 7
+            return str(answer["result"]["content"][0]["text"])
+
+        urls = [gw.endpoint("local"), gw.url + "/mcp"]
+        answers = await asyncio.gather(*(one(n, urls[n % 2]) for n in range(50)))
+    assert answers == [f"client {n}" for n in range(50)]
