@@ -104,7 +104,7 @@ class Gateway:
                 own = functools.partial(StdioProcess, u) if u.transport == "stdio" and u.per_session else None
                 children[u.name] = (channel, Bridge(channel, socket_path, session_channel=own))
                 upstreams[u.name] = upstream = HttpUpstream(u, bridge_socket=socket_path)
-                upstream.first_probe_after = functools.partial(channel.wait_ready, u.connect_timeout)
+                upstream.first_probe_after = functools.partial(first_use, channel, u.connect_timeout)
         sessions = config.sessions
         store = MemorySessionStore(
             sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
@@ -124,7 +124,8 @@ class Gateway:
         if self.bridge_dir is not None:
             os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
         for process, bridge in self.children.values():
-            await process.start()
+            if not process.config.lazy:
+                await process.start()
             await bridge.start()
         for upstream in self.upstreams.values():
             await upstream.start()
@@ -165,6 +166,9 @@ class Gateway:
     def is_ready(self) -> bool:
         ready_when = self.config.server.ready_when
         states = {name: u.state.health == "healthy" for name, u in self.upstreams.items()}
+        for name, (channel, _) in self.children.items():
+            if not channel.started:  # lazy and not needed yet: nothing is wrong with it
+                states[name] = True
         if ready_when == "any":
             return any(states.values()) or not states
         if ready_when == "all":
@@ -274,6 +278,13 @@ class Gateway:
             for session in await self.sessions.expire():
                 log.debug("session expired after %.0fs idle", self.config.sessions.idle_timeout)
                 await self.end_upstream_sessions(session)
+
+
+async def first_use(channel: Channel, seconds: float) -> None:
+    """What a bridged upstream's heartbeat waits for: its channel started (a lazy one only once a
+    client needed it), and running; probing earlier would say "unhealthy" of what is only starting."""
+    await channel.wait_started()
+    await channel.wait_ready(seconds)
 
 
 __all__ = ["SESSION_HEADER", "Gateway", "StartupError"]

@@ -268,7 +268,7 @@ def test_writing_the_documented_defaults_changes_nothing() -> None:
         for section, properties in sections.items()
         for name, spec in properties.items()
         if "default" in spec
-        and not (section == "upstreams.a" and name in ("env", "per_session", "max_processes"))  # stdio-only
+        and not (section == "upstreams.a" and name in ("env", "per_session", "max_processes", "lazy"))  # stdio-only
     }
     assert "server.shutdown_timeout" in overrides and "upstreams.a.heartbeat.interval" in overrides
     assert load(MINIMAL, overrides=overrides) == load(MINIMAL)

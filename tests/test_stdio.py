@@ -326,3 +326,18 @@ async def test_fifty_clients_through_the_gateway_each_get_their_own_answer() -> 
         urls = [gw.endpoint("local"), gw.url + "/mcp"]
         answers = await asyncio.gather(*(one(n, urls[n % 2]) for n in range(50)))
     assert answers == [f"client {n}" for n in range(50)]
+
+
+async def test_a_lazy_server_starts_on_first_use_and_is_ready_until_then() -> None:
+    async with running_gateway(load_config(text=gateway_config("    lazy: true\n"), source="s.yml")) as gw:
+        channel = gw.gateway.children["local"][0]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gw.url + "/readyz") as resp:
+                assert resp.status == 200
+                state = (await resp.json())["upstreams"]["local"]
+            assert (state["process"], state["pid"]) == ("idle", None)
+            assert not channel.started
+        async with sdk_client(gw.endpoint("local"), "auto") as client:
+            result = await client.call_tool("add", {"a": 1, "b": 1})
+            assert result.content[0].text == "2"  # type: ignore[union-attr]
+        assert channel.started and channel.state == "running"

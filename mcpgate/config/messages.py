@@ -201,7 +201,7 @@ def _bound(validator: str, limit: Any, got: str) -> str:
 # already complained, so these look only at parts that have the expected shape.
 
 _HTTP_ONLY = ("headers", "auth")
-_STDIO_ONLY = ("env", "cwd", "per_session", "max_processes")
+_STDIO_ONLY = ("env", "cwd", "per_session", "max_processes", "lazy")
 
 
 def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:

@@ -113,6 +113,7 @@ class UpstreamConfig:
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
     cwd: str | None = None
     per_session: bool = False
+    lazy: bool = False  # stdio: started on first use, not with the gateway
     max_processes: int = 100  # with per_session: session processes at once
     timeout: float = 30.0
     connect_timeout: float = 10.0

@@ -92,6 +92,8 @@ class Bridge:
     # -- HTTP ----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.process.started:  # lazy: the first client to need it starts it
+            await self.process.start()
         try:
             if request.method == "POST":
                 return await self._post(request)
@@ -138,7 +140,11 @@ class Bridge:
         return await self._streamed_call(request, channel, decoded, modern)
 
     async def _initialize(self, message: dict[str, Any]) -> web.Response:
-        channel = self.process if self._session_channel is None else await self._new_channel()
+        if self._session_channel is None:
+            await self.process.wait_ready(self.process.config.connect_timeout)
+            channel = self.process
+        else:
+            channel = await self._new_channel()
         result = channel.initialize_result
         if result is None:
             raise GatewayError("upstream_unavailable", f"Upstream {self.process.name!r} is not running")

@@ -75,6 +75,7 @@ class Channel:
         self._progress: dict[str, int] = {}  # the token the server sees -> our id of the call
         self._subscribers: set[Listener] = set()
         self._ready = asyncio.Event()
+        self._started = asyncio.Event()
         self._closing = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -97,11 +98,19 @@ class Channel:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
     async def start(self) -> None:
         """Start supervising; the first spawn happens in the background (``wait_ready`` waits for it)."""
         if self._supervisor is None:
             self._closing.clear()
             self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.kind}-{self.name}")
+            self._started.set()
 
     async def wait_ready(self, seconds: float) -> None:
         if self._ready.is_set():
@@ -127,7 +136,8 @@ class Channel:
     def status(self) -> dict[str, Any]:
         """For /readyz: the child as an operator needs to see it (the protocol is the child's own)."""
         version = (self.initialize_result or {}).get("protocolVersion")
-        status: dict[str, Any] = {"transport": self.kind, "process": self.state, "restarts": self.restarts}
+        state = self.state if self.started else "idle"
+        status: dict[str, Any] = {"transport": self.kind, "process": state, "restarts": self.restarts}
         status |= self.details()
         status["protocol"] = version if self.state == "running" else None
         if self.state != "running" and self.last_error is not None:
