@@ -122,7 +122,13 @@ class Gateway:
         if self.auth is not None:
             await self.auth.start()
         if self.bridge_dir is not None:
-            os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
+            try:
+                os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot create a private directory for stdio and sse upstreams in {tempfile.gettempdir()} "
+                    f"({exc.strerror}); point TMPDIR at a writable directory"
+                ) from None
         for process, bridge in self.children.values():
             if not process.config.lazy:
                 await process.start()
@@ -137,6 +143,14 @@ class Gateway:
         for resp in list(self.streams):
             resp.close()
         self.streams.clear()
+
+    def kill_children(self) -> None:
+        """At once, for an immediate exit: SIGKILL every process the gateway started, drop the sockets."""
+        for channel, bridge in self.children.values():
+            for one in (channel, *bridge.session_channels()):
+                one.kill()
+        if self.bridge_dir is not None:
+            shutil.rmtree(self.bridge_dir, ignore_errors=True)
 
     async def close(self) -> None:
         if self._chores:

@@ -186,10 +186,13 @@ class Server:
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.bound: list[tuple[str, int]] = []
+        self.gateway: Gateway | None = None
 
     async def serve(self, on_ready: Callable[[Server], None] | None = None) -> int:
         config = self.config
-        runner = make_runner(build_app(config), config)
+        app = build_app(config)
+        self.gateway = app[GATEWAY]
+        runner = make_runner(app, config)
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
@@ -211,6 +214,8 @@ class Server:
         if self.should_exit.is_set():
             # A second signal means "now": like uvicorn, do not wait out the grace period.
             log.warning("received %s again: exiting immediately", signal.Signals(sig).name)
+            if self.gateway is not None:
+                self.gateway.kill_children()  # exiting now must not leave servers we started behind
             os._exit(1)
         log.info("received %s", signal.Signals(sig).name)
         self.should_exit.set()

@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,40 @@ async def test_the_quick_start_command_serves_the_demo_over_stdio() -> None:
         output, _ = gateway.communicate(timeout=30)
     assert gateway.returncode == 0, output.decode(errors="replace")
     assert not [pid for pid in demo if alive(pid)], "the demo server outlived the gateway"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the gateway's children")
+def test_a_second_signal_exits_at_once_and_takes_the_children_along(tmp_path: Path) -> None:
+    """The child ignores SIGTERM, so the graceful shutdown waits on it; a second SIGTERM must not
+    leave it (or the private socket directory) behind."""
+    peer = ROOT / "tests" / "servers" / "stdio_peer.py"
+    config = tmp_path / "g.yml"
+    command = [sys.executable, str(peer), "--ignore-term", "--linger"]
+    config.write_text(f"upstreams:\n  local: {{command: {command!r}}}\n".replace("'", '"'))
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    argv = [str(Path(sys.executable).parent / "mcpgate"), "start", "-c", str(config), "--port", str(port)]
+    gateway = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, gateway)  # type: ignore[arg-type]
+        children: list[int] = []
+        for _ in range(100):
+            children = children_of(gateway.pid)
+            if children:
+                break
+            time.sleep(0.05)
+        assert children, "the stdio server should be the gateway's child"
+        gateway.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the graceful shutdown is now waiting for the child to go
+        gateway.send_signal(signal.SIGTERM)
+        output, _ = gateway.communicate(timeout=30)
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+    assert gateway.returncode == 1, output.decode(errors="replace")
+    for _ in range(100):
+        if not [pid for pid in children if alive(pid)]:
+            break
+        time.sleep(0.05)
+    assert not [pid for pid in children if alive(pid)], "the stdio server outlived the gateway"
+    assert not list(tmp_path.glob("mcpgate-*")), "the private socket directory was left behind"

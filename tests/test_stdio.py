@@ -24,7 +24,7 @@ import pytest
 from mcpgate.config import load_config
 from mcpgate.config.model import UpstreamConfig
 from mcpgate.errors import GatewayError
-from mcpgate.gateway import Gateway
+from mcpgate.gateway import Gateway, StartupError
 from mcpgate.upstream.stdio import StdioProcess
 from tests.conftest import DEMO_SERVER
 from tests.gateway_harness import (
@@ -341,3 +341,11 @@ async def test_a_lazy_server_starts_on_first_use_and_is_ready_until_then() -> No
             result = await client.call_tool("add", {"a": 1, "b": 1})
             assert result.content[0].text == "2"  # type: ignore[union-attr]
         assert channel.started and channel.state == "running"
+
+
+async def test_an_unwritable_tmpdir_is_a_clear_startup_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no" / "such" / "dir"))
+    gateway = Gateway.from_config(load_config(text=gateway_config(), source="s.yml"))
+    with pytest.raises(StartupError, match="point TMPDIR at a writable directory"):
+        await gateway.start()
+    await gateway.close()

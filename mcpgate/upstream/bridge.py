@@ -60,6 +60,9 @@ class Bridge:
     def session_processes(self) -> int:
         return len(self._own)
 
+    def session_channels(self) -> list[Channel]:
+        return list(self._own.values())
+
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/mcp", self._handle)

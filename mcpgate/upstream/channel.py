@@ -92,6 +92,9 @@ class Channel:
         """End the current connection (or process) now."""
         raise NotImplementedError
 
+    def kill(self) -> None:
+        """For an immediate exit of the gateway: stop at once, without waiting (nothing to do here)."""
+
     def details(self) -> dict[str, Any]:
         """What /readyz adds for this kind of channel."""
         return {}

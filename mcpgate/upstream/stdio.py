@@ -58,6 +58,12 @@ class StdioProcess(Channel):
     def details(self) -> dict[str, Any]:
         return {"pid": self.pid}
 
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
     async def _send(self, message: dict[str, Any]) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:

@@ -4,7 +4,8 @@ requests to the client, ignoring SIGTERM, showing its environment.
 Behaviour by method: ``initialize`` answers like any server; ``env`` answers with the
 environment's variable names; ``pid`` with its process id; ``garbage`` first writes junk lines, then answers; ``huge``
 answers with a line over 1 MiB; ``ask`` sends the client a request and answers with whatever
-came back; ``say`` writes its argument to stderr. ``--ignore-term`` ignores SIGTERM.
+came back; ``say`` writes its argument to stderr. ``--ignore-term`` ignores SIGTERM,
+``--linger`` stays after its input closes.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def main() -> None:
             send({"jsonrpc": "2.0", "id": message_id, "error": {"code": -32601, "message": "no such method"}})
             continue
         send({"jsonrpc": "2.0", "id": message_id, "result": result})
+    if "--linger" in sys.argv:  # a badly behaved server: its input is gone, and it stays anyway
+        import time
+
+        time.sleep(3600)
 
 
 if __name__ == "__main__":
