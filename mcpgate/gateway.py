@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,6 +26,7 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
+from mcpgate.observability.recorder import Recorder
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
@@ -59,6 +60,7 @@ class Gateway:
     auth: Authenticator | None = None  # None: no auth section, every caller is anonymous
     policy: Policy | None = None  # None: no policy section, everything is allowed
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
+    recorder: Recorder | None = None  # metrics, audit log, access lines
     # stdio and legacy HTTP+SSE upstreams: each channel, and the bridge that serves it to the rest
     # of the gateway as Streamable HTTP.
     children: dict[str, tuple[Channel, Bridge]] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class Gateway:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     # Open upstream responses of long-lived streams (GET), closed at shutdown so they end at once.
     streams: set[aiohttp.ClientResponse] = field(default_factory=set)
+    open_streams: dict[str, int] = field(default_factory=dict)  # long-lived streams per upstream, for metrics
     _sweeper: asyncio.Task[None] | None = None
     _session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # Background clean-ups (upstream sessions of evicted gateway sessions), awaited at close.
@@ -116,9 +119,29 @@ class Gateway:
         gateway = cls(config, upstreams, store, Router.for_config(config), auth, policy)
         gateway.children = children
         gateway.bridge_dir = bridge_dir if children else None
+        gateway.recorder = Recorder(config.observability, [u.name for u in config.upstreams])
+        if gateway.recorder.metrics is not None:
+            gateway.recorder.metrics.watch(gateway.live_metrics)
         return gateway
 
+    def live_metrics(self) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+        """What the metrics read at scrape time: upstream health, open sessions and streams."""
+        sessions: dict[str, int] = {}
+        for scope, count in self.sessions.count_by_scope().items():
+            name = "/mcp" if scope == "*" else scope
+            sessions[name] = sessions.get(name, 0) + count
+        return {
+            "mcpgate_upstream_up": [((n,), float(u.state.health == "healthy")) for n, u in self.upstreams.items()],
+            "mcpgate_active_sessions": [((n,), float(c)) for n, c in sessions.items()],
+            "mcpgate_active_streams": [((n,), float(c)) for n, c in self.open_streams.items() if c and n],
+        }
+
     async def start(self) -> None:
+        if self.recorder is not None and self.recorder.audit is not None:
+            try:
+                self.recorder.audit.open()
+            except OSError as exc:
+                raise StartupError(f"observability.audit.path: cannot open it ({exc.strerror})") from None
         if self.auth is not None:
             await self.auth.start()
         if self.bridge_dir is not None:
@@ -176,6 +199,8 @@ class Gateway:
         await self.sessions.close()
         if self.auth is not None:
             await self.auth.close()
+        if self.recorder is not None and self.recorder.audit is not None:
+            self.recorder.audit.close()
 
     def is_ready(self) -> bool:
         ready_when = self.config.server.ready_when
@@ -188,6 +213,15 @@ class Gateway:
         if ready_when == "all":
             return all(states.values())
         return all(states.get(name, False) for name in ready_when)
+
+    @contextlib.contextmanager
+    def counted_stream(self, name: str) -> Iterator[None]:
+        """A long-lived stream open while inside, for mcpgate_active_streams."""
+        self.open_streams[name] = self.open_streams.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self.open_streams[name] -= 1
 
     @contextlib.asynccontextmanager
     async def session_lock(self, session_id: str) -> AsyncIterator[None]:

@@ -35,10 +35,12 @@ def check(ctx: RequestContext, message: Message, server: str | None, item: tuple
     if policy is None:
         return
     decision = policy.judge(ctx.identity, server, message.method, item)
+    ctx.decision = decision
     if decision.allowed:
         return
     what = describe(message.method, server, item)
     if policy.shadow:
+        ctx.shadowed = True
         gateway.shadow_denials += 1
         log.warning(
             "policy (shadow): %s by client %s would be denied by %s",

@@ -32,6 +32,9 @@ from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
 from mcpgate.jsonrpc import Message
 from mcpgate.listener import render_error
+from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
+from mcpgate.observability.tracing import REQUEST_ID, accept_or_make
+from mcpgate.policy import Decision
 from mcpgate.routing import Route
 from mcpgate.sessions import Session, reopen_params
 from mcpgate.unified import UNIFIED
@@ -40,6 +43,7 @@ from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 log = logging.getLogger("mcpgate.pipeline")
 
 ALLOWED_METHODS: Final = ("POST", "GET", "DELETE")
+REQUEST_ID_KEY: Final = web.RequestKey("request_id", str)  # on the web.Request, for the response header
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
 READ_CHUNK: Final = 64 * 1024
 
@@ -52,6 +56,8 @@ class RequestContext:
     gateway: Gateway
     endpoint: str  # the upstream named in the path
     started: float = field(default_factory=time.monotonic)
+    arrived: float = field(default_factory=time.time)
+    correlation_id: str = ""  # X-Request-ID, the client's or made here
     body: bytes = b""
     message: Message | list[Message] | None = None
     era: Era = "legacy"
@@ -62,6 +68,9 @@ class RequestContext:
     route: Route | None = None  # unified endpoint: where the call goes and under which name
     response: web.StreamResponse | None = None
     error: GatewayError | None = None
+    decision: Decision | None = None  # the policy's, for the audit event
+    shadowed: bool = False  # denied by a shadow-mode policy, and let through
+    upstream_ms: float | None = None  # until the upstream's answer began
 
     @property
     def request_id(self) -> jsonrpc.RequestId | None:
@@ -310,24 +319,10 @@ async def forward(ctx: RequestContext) -> None:
 
 
 def record(ctx: RequestContext) -> None:
-    """Metrics and audit will hang off here; for now a debug line per request, if enabled."""
-    if log.isEnabledFor(logging.DEBUG):
-        status = ctx.error.status if ctx.error else (ctx.response.status if ctx.response else 0)
-        log.debug(
-            "%s %s %s -> %s",
-            ctx.request.method,
-            ctx.endpoint,
-            ctx.rpc_method or "-",
-            status,
-            extra={
-                "upstream": ctx.endpoint,
-                "client_id": ctx.identity.client_id,
-                "rpc_method": ctx.rpc_method,
-                "status": status,
-                "reason": ctx.error.reason.name if ctx.error else None,
-                "duration_ms": round((time.monotonic() - ctx.started) * 1000, 3),
-            },
-        )
+    """The audit event, built once, for metrics, the audit log and the access line (``recorder``)."""
+    recorder = ctx.gateway.recorder
+    if recorder is not None and recorder.wanted:
+        recorder.record(ctx)
 
 
 # The order, and why, is this module's docstring; tests/test_pipeline.py pins it.
@@ -344,6 +339,9 @@ STAGES: Final[tuple[Stage, ...]] = (
 
 
 async def run(ctx: RequestContext, stages: tuple[Stage, ...] = STAGES) -> web.StreamResponse:
+    ctx.correlation_id = accept_or_make(ctx.request.headers.get(REQUEST_ID_HEADER))
+    ctx.request[REQUEST_ID_KEY] = ctx.correlation_id
+    REQUEST_ID.set(ctx.correlation_id)  # upstream headers and log lines of this request carry it
     try:
         for stage in stages:
             await stage(ctx)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -83,9 +84,13 @@ async def send(
     headers = upstream.headers_for(ctx.request.headers, accept=accept, session_id=upstream_sid)
     if mcp_name is not None and "Mcp-Name" in headers:
         headers["Mcp-Name"] = jsonrpc.encode_header_value(mcp_name)
-    if method != "POST":
-        return await upstream.send(method, headers, None, stream=method == "GET")
-    return await upstream.send(method, headers, ctx.body if body is None else body)
+    started = time.monotonic()
+    try:
+        if method != "POST":
+            return await upstream.send(method, headers, None, stream=method == "GET")
+        return await upstream.send(method, headers, ctx.body if body is None else body)
+    finally:
+        ctx.upstream_ms = (time.monotonic() - started) * 1000
 
 
 def client_headers(ctx: RequestContext, resp: aiohttp.ClientResponse) -> dict[str, str]:
@@ -205,7 +210,8 @@ async def relay_stream(
     if long_lived:
         streams.add(resp)
     try:
-        failure = await pump(ctx, resp, out, transform=transform)
+        with ctx.gateway.counted_stream(ctx.upstream.name if long_lived and ctx.upstream else ""):
+            failure = await pump(ctx, resp, out, transform=transform)
     finally:
         streams.discard(resp)
     if failure is not None and not long_lived and ctx.request_id is not None:

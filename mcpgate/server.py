@@ -26,6 +26,7 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway, StartupError
 from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats, render_error
+from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.unified import UNIFIED
 
 log = logging.getLogger("mcpgate.server")
@@ -96,6 +97,24 @@ async def protected_resource(request: web.Request) -> web.Response:
 async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
     # Instead of aiohttp's "Python/3.x aiohttp/3.x": versions help attackers, not operators.
     response.headers["Server"] = SERVER_NAME
+    request_id = request.get(pipeline.REQUEST_ID_KEY)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text, or OpenMetrics when the scraper asks for it (``Accept``)."""
+    gateway = request.app[GATEWAY]
+    recorder = gateway.recorder
+    if recorder is None or recorder.metrics is None:  # pragma: no cover - the route exists only when enabled
+        return render_error(GatewayError("not_found"), None)
+    if gateway.auth is not None and gateway.config.observability.metrics.require_auth:
+        try:
+            await gateway.auth.authenticate(request.headers, request.path)
+        except GatewayError as exc:
+            return render_error(exc, None)
+    body, content_type = recorder.metrics.render(request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def servers(request: web.Request) -> web.Response:
@@ -159,6 +178,8 @@ def build_app(config: Config) -> web.Application:
     for path in ("/readyz", "/ready"):
         app.router.add_get(path, readiness)
     app.router.add_get("/servers", servers)
+    if config.observability.metrics.enabled:
+        app.router.add_get(config.observability.metrics.path, metrics)
     app.router.add_get(WELL_KNOWN + "{tail:(/.*)?}", protected_resource)
     app.on_response_prepare.append(name_the_server)
     app[LISTENER_STATS] = ListenerStats()
@@ -224,6 +245,16 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.handle_signal, sig)
+        for sig in (signal.SIGHUP, signal.SIGUSR1):  # logrotate: write the audit log to a fresh file
+            loop.add_signal_handler(sig, self.reopen_logs)
+
+    def reopen_logs(self) -> None:
+        recorder = self.gateway.recorder if self.gateway is not None else None
+        if recorder is not None and recorder.audit is not None:
+            try:
+                recorder.audit.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the audit log: %s", exc.strerror)
 
     def _warn_about_exposure(self) -> None:
         config = self.config

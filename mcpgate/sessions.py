@@ -95,6 +95,11 @@ class SessionStore(ABC):
         self.refused = 0
 
     @abstractmethod
+    def count_by_scope(self) -> dict[str, int]:
+        """Live sessions per endpoint (its scope), for the metrics."""
+        raise NotImplementedError
+
+    @abstractmethod
     async def admit(self) -> None:
         """Raise the ``session_limit`` error when ``max_sessions`` is reached.
 
@@ -142,6 +147,12 @@ class MemorySessionStore(SessionStore):
         self._sessions: dict[str, Session] = {}
         self._by_client: dict[str, dict[str, Session]] = {}
         self._clock = clock
+
+    def count_by_scope(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for session in self._sessions.values():
+            counts[session.scope] = counts.get(session.scope, 0) + 1
+        return counts
 
     async def admit(self) -> None:
         if len(self._sessions) >= self.max_sessions:

@@ -115,7 +115,8 @@ _ALLOW: Final = {"Allow": "POST, GET, DELETE"}
 
 async def forward(ctx: RequestContext) -> None:
     if ctx.request.method == "GET" and ctx.session is not None:
-        await merged_stream(ctx, ctx.session)
+        with ctx.gateway.counted_stream("/mcp"):
+            await merged_stream(ctx, ctx.session)
         return
     if ctx.request.method == "DELETE":
         if ctx.session is None:  # a modern client has no session to end
@@ -134,7 +135,8 @@ async def forward(ctx: RequestContext) -> None:
     elif message.kind != "request":
         await relay_notification(ctx, message)
     elif message.method == "subscriptions/listen":
-        await listen(ctx, message)
+        with ctx.gateway.counted_stream("/mcp"):
+            await listen(ctx, message)
     else:
         assert message.method is not None
         result = await answer(ctx, message.method, message)

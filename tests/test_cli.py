@@ -263,8 +263,6 @@ def test_validate_builds_what_start_would(tmp_path: Path) -> None:
 
 UNENFORCED = {
     "rate_limit: {default: {capacity: 1, refill_per_second: 1}}": "rate_limit",
-    "observability: {audit: {enabled: true}}": "observability.audit.enabled",
-    "observability: {metrics: {path: /m}}": "observability.metrics.enabled",
 }
 
 

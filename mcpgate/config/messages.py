@@ -211,6 +211,7 @@ def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:
     yield from _upstream_shapes(upstreams)
     yield from _shared_state(data)
     yield from _auth(data)
+    yield from _metrics_path(data)
 
 
 def _unknown_upstreams(data: dict[str, Any], names: list[str], reveal: Reveal) -> Iterator[Finding]:
@@ -281,12 +282,17 @@ def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
     workers = _dict(data.get("server")).get("workers")
     if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1:
         yield Finding(("server", "workers"), "more than one worker process is not available in this version")
-    observability = _dict(data.get("observability"))
-    for section, what in (("metrics", "the metrics endpoint"), ("audit", "the audit log")):
-        spec = observability.get(section)
-        if isinstance(spec, dict) and spec.get("enabled", section == "metrics") is True:
-            message = f"{what} is not served by this version of mcpgate yet; set enabled: false or remove it"
-            yield Finding(("observability", section, "enabled"), message)
+
+
+_TAKEN_PATHS = frozenset({"/mcp", "/servers", "/healthz", "/health", "/live", "/readyz", "/ready"})
+
+
+def _metrics_path(data: dict[str, Any]) -> Iterator[Finding]:
+    path = _dict(_dict(data.get("observability")).get("metrics")).get("path")
+    if isinstance(path, str) and (
+        path in _TAKEN_PATHS or path.startswith(("/mcp/", "/servers/", "/.well-known/")) or path.endswith("/")
+    ):
+        yield Finding(("observability", "metrics", "path"), f"{path!r} is taken by another endpoint; use e.g. /metrics")
 
 
 def _auth(data: dict[str, Any]) -> Iterator[Finding]:

@@ -245,12 +245,15 @@ class LoggingConfig:
 class MetricsConfig:
     enabled: bool = True
     path: str = "/metrics"
+    require_auth: bool = False
+    max_label_values: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
 class AuditConfig:
     enabled: bool = False
     log_bodies: bool = False
+    path: str | None = None  # None: standard output
 
 
 @dataclass(frozen=True, slots=True)

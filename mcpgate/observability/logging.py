@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from mcpgate.observability.tracing import RequestIdFilter
+
 __all__ = [
     "DEFAULT_REDACT",
     "LEVELS",
@@ -221,6 +223,7 @@ def configure_logging(level: str, fmt: Literal["json", "text"], redact: Sequence
     redactor = _redactor(tuple(redact))
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else TextFormatter(redactor))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(old)

@@ -22,6 +22,8 @@ from yarl import URL
 from mcpgate import __version__, jsonrpc
 from mcpgate.config.model import UpstreamConfig
 from mcpgate.errors import GatewayError
+from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
+from mcpgate.observability.tracing import REQUEST_ID
 from mcpgate.sse import SSEParser
 
 log = logging.getLogger("mcpgate.upstream")
@@ -161,6 +163,9 @@ class HttpUpstream:
         headers["Accept"] = accept
         if session_id is not None:
             headers[SESSION_HEADER] = session_id
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            headers[REQUEST_ID_HEADER] = request_id
         return headers
 
     async def send(

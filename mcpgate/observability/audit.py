@@ -1,0 +1,115 @@
+"""The audit event: the one record of a request, built once after its response (stage 9).
+
+Metrics, the audit log and the access log line all read this value; none re-derives what
+another already knows (STYLE: "the audit event is the one record of a request"), and a later
+analytics sink can consume it as it is. ``AuditLog`` writes events as JSON lines to standard
+output or to a file that is reopened on SIGHUP or SIGUSR1, for logrotate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import IO, Any, Final
+
+from mcpgate import jsonrpc
+from mcpgate.observability.logging import Redactor
+
+log = logging.getLogger("mcpgate.audit")
+
+MAX_LOGGED_BODY: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    time: float  # when the request arrived (epoch seconds)
+    request_id: str
+    client_id: str
+    auth: str  # anonymous, api_key or jwt
+    roles: tuple[str, ...]
+    endpoint: str  # "/mcp", or the upstream named in the path
+    server: str | None  # the upstream it went to; None when the gateway answered
+    http_method: str
+    method: str | None  # the JSON-RPC method ("batch" for a 2025-03-26 batch)
+    item_kind: str | None  # tool, prompt or resource
+    item: str | None  # its name or URI, as the upstream knows it
+    decision: str | None  # allow, deny, or shadow-deny; None without a policy
+    rule: str | None  # policy.rules[N] or policy.default
+    status: int
+    error_code: int | None
+    reason: str | None  # the gateway's error reason, if it rejected the request
+    duration_ms: float
+    upstream_ms: float | None  # until the upstream's answer began
+    bytes_in: int
+    bytes_out: int | None
+    body: str | None = None  # the request body, redacted, with audit.log_bodies only
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.time)) + f".{int(self.time % 1 * 1000):03d}Z"
+        data["roles"] = list(self.roles)
+        if data["body"] is None:
+            del data["body"]
+        return data
+
+
+def redacted_body(body: bytes, redactor: Redactor) -> str | None:
+    """The request body for the audit log: JSON with secret-looking keys masked, bounded."""
+    if not body:
+        return None
+    if len(body) > MAX_LOGGED_BODY:
+        return f"<{len(body)} bytes, not logged>"
+    try:
+        decoded = jsonrpc.loads(body)
+    except ValueError:
+        return "<not JSON>"
+    return jsonrpc.dumps(redactor.value(decoded)).decode()
+
+
+class AuditLog:
+    """JSON lines, one per event; a file is reopened on ``reopen()`` (SIGHUP, SIGUSR1)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        self.written = 0
+        self.failed = 0
+
+    def open(self) -> None:
+        if self.path is not None:
+            self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open
+            os.chmod(self.path, 0o600)  # it says who called what
+
+    def reopen(self) -> None:
+        """After logrotate moved the file away: write to a fresh one at the same path."""
+        if self.path is None:
+            return
+        old = self._file
+        self.open()
+        if old is not None:
+            with contextlib.suppress(OSError):
+                old.close()
+        log.info("audit log reopened: %s", self.path)
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def write(self, event: AuditEvent) -> None:
+        line = jsonrpc.dumps(event.as_dict()).decode() + "\n"
+        out = self._file if self._file is not None else sys.stdout
+        try:
+            out.write(line)
+            if out is sys.stdout:
+                out.flush()
+            self.written += 1
+        except (OSError, ValueError):  # a full disk must not fail requests; it is counted and said once
+            self.failed += 1
+            if self.failed == 1 or self.failed % 10_000 == 0:
+                log.error("cannot write the audit log (%d records lost so far)", self.failed)
