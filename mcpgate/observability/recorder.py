@@ -81,7 +81,7 @@ def event_of(ctx: RequestContext, body_redactor: Redactor | None = None) -> Audi
         duration_ms=round((time.monotonic() - ctx.started) * 1000, 3),
         upstream_ms=None if ctx.upstream_ms is None else round(ctx.upstream_ms, 3),
         bytes_in=len(ctx.body),
-        bytes_out=getattr(response, "body_length", None) if response is not None else None,
+        bytes_out=None if response is None else response.body_length or response.content_length,
         body=redacted_body(ctx.body, body_redactor) if body_redactor is not None else None,
     )
 
