@@ -1,6 +1,7 @@
 """Measure what the gateway costs: the same MCP load, direct to a stub upstream and through mcpgate.
 
-    python bench/run.py [--duration 5] [--concurrency 1,64] [--mode legacy|modern] [--sse] [--secured] [--json]
+    python bench/run.py [--duration 5] [--concurrency 1,64] [--mode legacy|modern] [--sse]
+                        [--secured] [--observed] [--json]
 
 Starts bench/stub_upstream.py and `python -m mcpgate start` on free loopback ports, runs a
 closed-loop `tools/call` load against each, prints one table, and always stops both children.
@@ -150,14 +151,34 @@ def secured_sections() -> str:
     )
 
 
+def observed_sections(config_dir: Path, on: bool) -> str:
+    """Metrics and an audit log to a file (on), or neither (the baseline of an --observed run)."""
+    if not on:
+        return "observability:\n  metrics: {enabled: false}\n"
+    audit = config_dir / "audit.jsonl"
+    return f"observability:\n  metrics: {{enabled: true}}\n  audit: {{enabled: true, path: '{audit}'}}\n"
+
+
 def start_gateway(
-    started: list[Child], stub_url: str, config_dir: Path, endpoint: str = "server", secured: bool = False
+    started: list[Child],
+    stub_url: str,
+    config_dir: Path,
+    endpoint: str = "server",
+    variant: str = "gateway",
+    observed: bool = False,
 ) -> str:
-    config = config_dir / ("mcpgate-bench-secured.yml" if secured else "mcpgate-bench.yml")
-    config.write_text(f"upstreams:\n  stub:\n    url: {stub_url}\n" + (secured_sections() if secured else ""))
+    """``variant``: gateway (plain), secured (an API key and a 20-rule policy) or observed (metrics and
+    audit on). With ``observed``, the plain gateway runs with metrics off, so that the difference is theirs."""
+    config = config_dir / f"mcpgate-bench-{variant}.yml"
+    text = f"upstreams:\n  stub:\n    url: {stub_url}\n"
+    if variant == "secured":
+        text += secured_sections()
+    if variant == "observed" or observed:
+        text += observed_sections(config_dir, variant == "observed")
+    config.write_text(text)
     port = free_port()
     argv = [sys.executable, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port), "--log-level", "warning"]
-    child = Child("secured gateway" if secured else "gateway", argv)
+    child = Child(variant, argv)
     started.append(child)
     child.wait_listening(port)
     # server: the per-server passthrough; unified: /mcp, where "echo" is routed by the catalogue.
@@ -379,16 +400,42 @@ async def run_level_wrk(client: Client, concurrency: int, duration: float, warmu
 async def measure(
     targets: dict[str, str], mode: str, levels: Sequence[int], duration: float, warmup: float, tool: str = "aiohttp"
 ) -> list[Result]:
+    """Each level runs every target; with more than one gateway, the gateways run again in reverse
+    order (A B B A) and their two runs are merged, so a machine whose speed drifts during the
+    run does not favour whichever gateway went first."""
     results = []
+    gateways = [t for t in targets if t != "direct"]
+    order = [*targets, *reversed(gateways)] if len(gateways) > 1 else list(targets)
     for concurrency in levels:
-        for target, url in targets.items():
-            client = Client(url, mode, {"X-API-Key": BENCH_KEY} if target == "secured" else None)
+        runs: dict[str, list[Result]] = {}
+        for target in order:
+            client = Client(targets[target], mode, {"X-API-Key": BENCH_KEY} if target == "secured" else None)
             if tool == "wrk":
-                results.append(await run_level_wrk(client, concurrency, duration, warmup, target))
+                result = await run_level_wrk(client, concurrency, duration, warmup, target)
             else:
-                tally = await run_level(client, concurrency, duration, warmup)
-                results.append(summarize(concurrency, target, tally))
+                result = summarize(concurrency, target, await run_level(client, concurrency, duration, warmup))
+            runs.setdefault(target, []).append(result)
+        results += [merge(found) for found in runs.values()]
     return results
+
+
+def merge(runs: Sequence[Result]) -> Result:
+    """Several runs of one target at one level as one: totals, and the mean of the percentiles."""
+    if len(runs) == 1:
+        return runs[0]
+    requests, seconds = sum(r.requests for r in runs), sum(r.seconds for r in runs)
+    p50s, p99s = [r.p50_ms for r in runs if r.p50_ms is not None], [r.p99_ms for r in runs if r.p99_ms is not None]
+    return Result(
+        concurrency=runs[0].concurrency,
+        target=runs[0].target,
+        requests=requests,
+        errors=sum(r.errors for r in runs),
+        seconds=round(seconds, 3),
+        rps=round(requests / seconds, 1) if seconds else 0.0,
+        p50_ms=round(sum(p50s) / len(p50s), 3) if p50s else None,
+        p99_ms=round(sum(p99s) / len(p99s), 3) if p99s else None,
+        first_error=next((r.first_error for r in runs if r.first_error), None),
+    )
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -441,10 +488,12 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
         )
     lines += [f"  first error ({r.target}, c={r.concurrency}): {r.first_error}" for r in results if r.first_error]
     for level in sorted({r.concurrency for r in results}):
-        plain, secured = by_level.get((level, "gateway")), by_level.get((level, "secured"))
-        if plain and secured:
-            cost = 1 - secured["rps_ratio"] / plain["rps_ratio"]
-            lines.append(f"  c={level}: auth + policy cost {cost:.1%} of the gateway's req/s ratio (secured ÷ gateway)")
+        plain = by_level.get((level, "gateway"))
+        for target, what in (("secured", "auth + policy"), ("observed", "metrics + audit")):
+            other = by_level.get((level, target))
+            if plain and other:
+                cost = 1 - other["rps_ratio"] / plain["rps_ratio"]
+                lines.append(f"  c={level}: {what} cost {cost:.1%} of the gateway's req/s ratio ({target} ÷ gateway)")
     return "\n".join([*lines, "", NOTE])
 
 
@@ -473,6 +522,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--secured",
         action="store_true",
         help="also measure a gateway with an API key and a 20-rule policy (target 'secured')",
+    )
+    parser.add_argument(
+        "--observed",
+        action="store_true",
+        help="also measure a gateway with metrics and an audit log on (target 'observed'; 'gateway' then runs without)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--no-gateway", action="store_true", help="direct only: the load generator's own ceiling")
@@ -521,9 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stub_url = start_stub(started, args.sse)
             targets = {"direct": stub_url}
             if not args.no_gateway:
-                targets["gateway"] = start_gateway(started, stub_url, Path(config_dir), args.endpoint)
+                directory = Path(config_dir)
+                targets["gateway"] = start_gateway(started, stub_url, directory, args.endpoint, observed=args.observed)
                 if args.secured:
-                    targets["secured"] = start_gateway(started, stub_url, Path(config_dir), args.endpoint, secured=True)
+                    targets["secured"] = start_gateway(started, stub_url, directory, args.endpoint, "secured")
+                if args.observed:
+                    targets["observed"] = start_gateway(started, stub_url, directory, args.endpoint, "observed")
             with asyncio.Runner(loop_factory=_new_loop) as runner:
                 results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool))
     except SetupError as exc:
@@ -538,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sse": args.sse,
         "endpoint": args.endpoint,
         "secured": args.secured,
+        "observed": args.observed,
         "duration": args.duration,
         "warmup": args.warmup,
         "concurrency": args.levels,

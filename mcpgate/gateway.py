@@ -142,6 +142,7 @@ class Gateway:
                 self.recorder.audit.open()
             except OSError as exc:
                 raise StartupError(f"observability.audit.path: cannot open it ({exc.strerror})") from None
+            self.recorder.audit.start_flushing()
         if self.auth is not None:
             await self.auth.start()
         if self.bridge_dir is not None:

@@ -266,3 +266,26 @@ observability:
     assert '"method":"tools/call"' in printed  # the audit lines are there, and were grepped
     for name, secret in secrets.items():
         assert secret not in printed, f"the {name} secret was printed"
+
+
+def test_histograms_count_each_duration_in_its_bucket_cumulatively() -> None:
+    metrics = Metrics(["alpha"], max_label_values=10)
+    base: dict[str, Any] = {
+        "time": 0.0, "request_id": "r", "client_id": "c", "auth": "anonymous", "roles": (), "endpoint": "alpha",
+        "server": "alpha", "http_method": "POST", "method": "ping", "item_kind": None, "item": None,
+        "decision": None, "rule": None, "status": 200, "error_code": None, "reason": None, "upstream_ms": None,
+        "bytes_in": 1, "bytes_out": 1,
+    }  # fmt: skip
+    for ms in (0.4, 3.0, 400_000.0):
+        metrics.observe(AuditEvent(duration_ms=ms, **base))
+    found = samples(metrics.render("")[0].decode())
+    bucket = "mcpgate_request_duration_seconds_bucket"
+    assert value(found, bucket, server="alpha", method="ping", le="0.0005") == 1
+    assert value(found, bucket, server="alpha", method="ping", le="0.0025") == 1
+    assert value(found, bucket, server="alpha", method="ping", le="0.005") == 2
+    assert value(found, bucket, server="alpha", method="ping", le="300") == 2
+    assert value(found, bucket, server="alpha", method="ping", le="+Inf") == 3
+    assert value(found, "mcpgate_request_duration_seconds_count", server="alpha", method="ping") == 3
+    assert value(found, "mcpgate_request_duration_seconds_sum", server="alpha", method="ping") == pytest.approx(
+        400.0034
+    )
