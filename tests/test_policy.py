@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from mcpgate import policy as policy_module
 from mcpgate.auth.identity import Identity
 from mcpgate.config import load_config
-from mcpgate.policy import ADDRESSING, Decision, Policy
+from mcpgate.policy import ADDRESSING, MCP_METHODS, Decision, Policy
 from mcpgate.routing import CALL_KIND, CALL_OF_KIND, Kind
 
 UPSTREAMS = """\
@@ -837,8 +837,8 @@ def reference_access(
         if not spec.concerns(identity):
             continue
         on_server = not spec.servers or server in spec.servers
-        if method is None:
-            any_method = not spec.methods or "*" in spec.methods
+        if method is None:  # no method in particular: covered only by globs that cover every MCP method
+            any_method = not spec.methods or all(matches(spec.methods, m) for m in MCP_METHODS)
         else:
             any_method = not spec.methods or matches(spec.methods, method)
         if on_server and any_method and not spec.has_items:
