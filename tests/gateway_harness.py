@@ -68,6 +68,14 @@ def rpc(method: str, params: dict[str, Any] | None = None, id: int | str | None 
     return message
 
 
+def tool_call(name: str, arguments: dict[str, Any], request_id: object = 1, **meta: Any) -> dict[str, Any]:
+    """A legacy-shaped ``tools/call`` (``meta`` becomes ``params._meta``), for channels and raw peers."""
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if meta:
+        params["_meta"] = meta
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
 def modern_headers(method: str, name: str | None = None) -> dict[str, str]:
     headers = {**POST_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
     if name is not None:

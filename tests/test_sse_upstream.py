@@ -20,7 +20,7 @@ from mcpgate.errors import GatewayError
 from mcpgate.upstream.probe import probe_upstream
 from mcpgate.upstream.sse import SseUpstream
 from tests.conftest import DEMO_SERVER, free_port, start_demo_server, stop_process
-from tests.gateway_harness import modern_call, modern_headers, read_messages, running_gateway, sdk_client
+from tests.gateway_harness import modern_call, modern_headers, read_messages, running_gateway, sdk_client, tool_call
 
 pytestmark = pytest.mark.e2e
 
@@ -51,23 +51,16 @@ async def connected(upstream: UpstreamConfig) -> AsyncIterator[SseUpstream]:
         await channel.close()
 
 
-def call(name: str, arguments: dict[str, Any], request_id: object = 1, **meta: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"name": name, "arguments": arguments}
-    if meta:
-        params["_meta"] = meta
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
 async def test_calls_go_out_by_post_and_come_back_on_the_stream(sse_server: tuple[int, Any]) -> None:
     port, _ = sse_server
     async with connected(config(f"http://127.0.0.1:{port}/sse")) as channel:
         await channel.wait_ready(10)
         assert channel.endpoint is not None and channel.endpoint.path == "/messages/"
-        answers = await asyncio.gather(*(channel.request(call("echo", {"text": f"n{n}"})) for n in range(20)))
+        answers = await asyncio.gather(*(channel.request(tool_call("echo", {"text": f"n{n}"})) for n in range(20)))
         assert [a["result"]["content"][0]["text"] for a in answers] == [f"n{n}" for n in range(20)]
         seen: list[dict[str, Any]] = []
         answer = await channel.request(
-            call("countdown", {"steps": 2, "delay": 0.01}, progressToken="t"), listener=seen.append
+            tool_call("countdown", {"steps": 2, "delay": 0.01}, progressToken="t"), listener=seen.append
         )
         assert answer["result"]["content"][0]["text"] == "lift-off after 2 steps"
         assert [n["params"]["progressToken"] for n in seen] == ["t", "t"]
@@ -94,7 +87,7 @@ async def test_a_dropped_stream_fails_calls_at_once_and_reconnects() -> None:
     try:
         async with connected(config(f"http://127.0.0.1:{port}/sse")) as channel:
             await channel.wait_ready(10)
-            slow = asyncio.create_task(channel.request(call("sleep", {"seconds": 60})))
+            slow = asyncio.create_task(channel.request(tool_call("sleep", {"seconds": 60})))
             await asyncio.sleep(0.5)
             stop_process(proc)
             with pytest.raises(GatewayError) as failed:
@@ -102,7 +95,7 @@ async def test_a_dropped_stream_fails_calls_at_once_and_reconnects() -> None:
             assert failed.value.reason.name == "upstream_unavailable"
             proc = start_demo_server(port, DEMO_SERVER, "--transport", "sse")
             await channel.wait_ready(20)
-            answer = await channel.request(call("add", {"a": 2, "b": 2}))
+            answer = await channel.request(tool_call("add", {"a": 2, "b": 2}))
             assert answer["result"]["content"][0]["text"] == "4"
             assert channel.restarts >= 1
     finally:

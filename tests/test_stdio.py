@@ -38,6 +38,7 @@ from tests.gateway_harness import (
     running_gateway,
     sdk_client,
     session_headers,
+    tool_call,
 )
 
 PEER = Path(__file__).resolve().parent / "servers" / "stdio_peer.py"
@@ -61,13 +62,6 @@ async def running(upstream: UpstreamConfig, **options: Any) -> AsyncIterator[Std
         await process.close()
 
 
-def call(name: str, arguments: dict[str, Any], request_id: object = 1, **meta: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"name": name, "arguments": arguments}
-    if meta:
-        params["_meta"] = meta
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
 def text(answer: dict[str, Any]) -> str:
     return str(answer["result"]["content"][0]["text"])
 
@@ -77,7 +71,7 @@ async def test_a_real_server_over_stdio_is_initialized_once_and_answers_with_the
         await process.wait_ready(20)
         assert process.initialize_result is not None
         assert process.initialize_result["serverInfo"]["name"] == "mcpgate-demo"
-        answer = await process.request(call("add", {"a": 2, "b": 3}, request_id="client-7"))
+        answer = await process.request(tool_call("add", {"a": 2, "b": 3}, request_id="client-7"))
         assert answer["id"] == "client-7"
         assert text(answer) == "5"
         assert process.state == "running"
@@ -86,7 +80,9 @@ async def test_a_real_server_over_stdio_is_initialized_once_and_answers_with_the
 async def test_fifty_concurrent_callers_each_get_their_own_answer() -> None:
     async with running(config(*DEMO)) as process:
         # Every caller uses id 1, as independent clients do: the gateway's ids keep them apart.
-        answers = await asyncio.gather(*(process.request(call("echo", {"text": f"caller {n}"})) for n in range(50)))
+        answers = await asyncio.gather(
+            *(process.request(tool_call("echo", {"text": f"caller {n}"})) for n in range(50))
+        )
     assert [text(a) for a in answers] == [f"caller {n}" for n in range(50)]
     assert {a["id"] for a in answers} == {1}
 
@@ -95,8 +91,10 @@ async def test_progress_reaches_the_caller_under_its_own_token() -> None:
     seen: list[dict[str, Any]] = []
     async with running(config(*DEMO)) as process:
         answers = await asyncio.gather(
-            process.request(call("countdown", {"steps": 3, "delay": 0.01}, progressToken="mine"), listener=seen.append),
-            process.request(call("countdown", {"steps": 2, "delay": 0.01}, progressToken="mine")),
+            process.request(
+                tool_call("countdown", {"steps": 3, "delay": 0.01}, progressToken="mine"), listener=seen.append
+            ),
+            process.request(tool_call("countdown", {"steps": 2, "delay": 0.01}, progressToken="mine")),
         )
     assert text(answers[0]) == "lift-off after 3 steps"
     assert [n["params"]["progressToken"] for n in seen] == ["mine"] * 3
@@ -106,7 +104,7 @@ async def test_progress_reaches_the_caller_under_its_own_token() -> None:
 async def test_a_crash_mid_call_fails_the_call_at_once_and_the_server_comes_back() -> None:
     async with running(config(*DEMO)) as process:
         await process.wait_ready(20)
-        slow = asyncio.create_task(process.request(call("sleep", {"seconds": 60})))
+        slow = asyncio.create_task(process.request(tool_call("sleep", {"seconds": 60})))
         await asyncio.sleep(0.5)
         assert process.pid is not None
         os.kill(process.pid, signal.SIGKILL)
@@ -114,7 +112,7 @@ async def test_a_crash_mid_call_fails_the_call_at_once_and_the_server_comes_back
             await asyncio.wait_for(slow, 10)
         assert failed.value.reason.name == "upstream_unavailable"
         assert "exited" in failed.value.message
-        answer = await process.request(call("add", {"a": 1, "b": 1}))
+        answer = await process.request(tool_call("add", {"a": 1, "b": 1}))
         assert text(answer) == "2"
         assert process.restarts == 1
 
@@ -136,7 +134,7 @@ async def test_a_server_that_exits_at_start_is_restarted_with_backoff_and_caller
     upstream = config(sys.executable, "-c", "import sys; sys.exit(3)", connect_timeout=1.0)
     async with running(upstream) as process:
         with pytest.raises(GatewayError) as failed:
-            await process.request(call("add", {}))
+            await process.request(tool_call("add", {}))
         assert failed.value.reason.name == "upstream_unavailable"
         assert process.restarts >= 1
         assert process.state in ("starting", "restarting")
@@ -146,7 +144,7 @@ async def test_a_server_that_exits_at_start_is_restarted_with_backoff_and_caller
 async def test_a_missing_command_says_so() -> None:
     async with running(config("/nonexistent/mcp-server", connect_timeout=0.5)) as process:
         with pytest.raises(GatewayError):
-            await process.request(call("add", {}))
+            await process.request(tool_call("add", {}))
         assert process.last_error is not None and "cannot start '/nonexistent/mcp-server'" in process.last_error
 
 
