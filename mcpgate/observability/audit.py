@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, fields
 from typing import IO, Any, Final
 
+import orjson
+
 from mcpgate import jsonrpc
 from mcpgate.observability.logging import Redactor
 
@@ -52,16 +54,19 @@ class AuditEvent:
     bytes_out: int | None
     body: str | None = None  # the request body, redacted, with audit.log_bodies only
 
-    def json_line(self) -> str:
-        """The event as one line of JSON. ASCII escapes keep any string (a client's lone
-        surrogate included) encodable; the fields are read in one C-level call, since this runs
-        once per request."""
+    def json_line(self) -> bytes:
+        """The event as one line of JSON, encoded by orjson (a tenth of the json module's time; this
+        runs once per request). A string orjson refuses (a client's lone surrogate) falls back to
+        the json module's ASCII escapes."""
         data = dict(zip(_FIELDS, _READ(self), strict=True))
         data["time"] = _timestamp(self.time)
         data["roles"] = list(self.roles)
         if self.body is not None:
             data["body"] = self.body
-        return _ENCODE(data) + "\n"
+        try:
+            return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            return (_ENCODE(data) + "\n").encode("ascii")
 
     def as_dict(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict (which deep-copies): this runs once per request.
@@ -114,14 +119,14 @@ class AuditLog:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.written = 0
         self.failed = 0
 
     def open(self) -> None:
         if self.path is not None:
-            self._file = open(self.path, "a", encoding="utf-8", buffering=64 * 1024)  # noqa: SIM115 - kept open
+            self._file = open(self.path, "ab", buffering=64 * 1024)  # noqa: SIM115 - kept open
             os.chmod(self.path, 0o600)  # it says who called what
 
     def start_flushing(self) -> None:
@@ -135,7 +140,7 @@ class AuditLog:
             self.flush()
 
     def flush(self) -> None:
-        out = self._file if self._file is not None else sys.stdout
+        out = self._file if self._file is not None else sys.stdout.buffer
         try:
             out.flush()
         except (OSError, ValueError):
@@ -167,7 +172,7 @@ class AuditLog:
 
     def write(self, event: AuditEvent) -> None:
         line = event.json_line()
-        out = self._file if self._file is not None else sys.stdout
+        out = self._file if self._file is not None else sys.stdout.buffer
         try:
             out.write(line)
             self.written += 1
