@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
@@ -26,6 +26,7 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
+from mcpgate.observability import otel
 from mcpgate.observability.recorder import Recorder
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
@@ -35,6 +36,9 @@ from mcpgate.upstream.channel import Channel
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 from mcpgate.upstream.sse import SseUpstream
 from mcpgate.upstream.stdio import StdioProcess
+
+if TYPE_CHECKING:
+    from mcpgate.observability.otel import Tracing
 
 log = logging.getLogger("mcpgate.gateway")
 
@@ -61,6 +65,7 @@ class Gateway:
     policy: Policy | None = None  # None: no policy section, everything is allowed
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
     recorder: Recorder | None = None  # metrics, audit log, access lines
+    tracing: Tracing | None = None  # OpenTelemetry, made at start when observability.tracing is on
     # stdio and legacy HTTP+SSE upstreams: each channel, and the bridge that serves it to the rest
     # of the gateway as Streamable HTTP.
     children: dict[str, tuple[Channel, Bridge]] = field(default_factory=dict)
@@ -119,6 +124,8 @@ class Gateway:
         gateway = cls(config, upstreams, store, Router.for_config(config), auth, policy)
         gateway.children = children
         gateway.bridge_dir = bridge_dir if children else None
+        if config.observability.tracing.enabled and not otel.available():
+            raise StartupError(otel.MISSING)
         gateway.recorder = Recorder(config.observability, [u.name for u in config.upstreams])
         if gateway.recorder.metrics is not None:
             gateway.recorder.metrics.watch(gateway.live_metrics)
@@ -137,6 +144,8 @@ class Gateway:
         }
 
     async def start(self) -> None:
+        if self.config.observability.tracing.enabled:
+            self.tracing = otel.Tracing(self.config.observability.tracing)
         if self.recorder is not None and self.recorder.audit is not None:
             try:
                 self.recorder.audit.open()
@@ -202,6 +211,8 @@ class Gateway:
             await self.auth.close()
         if self.recorder is not None and self.recorder.audit is not None:
             self.recorder.audit.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
     def is_ready(self) -> bool:
         ready_when = self.config.server.ready_when

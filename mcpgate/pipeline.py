@@ -342,6 +342,14 @@ async def run(ctx: RequestContext, stages: tuple[Stage, ...] = STAGES) -> web.St
     ctx.correlation_id = accept_or_make(ctx.request.headers.get(REQUEST_ID_HEADER))
     ctx.request[REQUEST_ID_KEY] = ctx.correlation_id
     REQUEST_ID.set(ctx.correlation_id)  # upstream headers and log lines of this request carry it
+    tracing = ctx.gateway.tracing
+    if tracing is None:
+        return await run_stages(ctx, stages)
+    with tracing.server_span(ctx):
+        return await run_stages(ctx, stages)
+
+
+async def run_stages(ctx: RequestContext, stages: tuple[Stage, ...]) -> web.StreamResponse:
     try:
         for stage in stages:
             await stage(ctx)

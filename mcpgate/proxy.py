@@ -84,11 +84,14 @@ async def send(
     headers = upstream.headers_for(ctx.request.headers, accept=accept, session_id=upstream_sid)
     if mcp_name is not None and "Mcp-Name" in headers:
         headers["Mcp-Name"] = jsonrpc.encode_header_value(mcp_name)
+    tracing = ctx.gateway.tracing
+    spanned = contextlib.nullcontext() if tracing is None else tracing.client_span(upstream.name, method, headers)
     started = time.monotonic()
     try:
-        if method != "POST":
-            return await upstream.send(method, headers, None, stream=method == "GET")
-        return await upstream.send(method, headers, ctx.body if body is None else body)
+        with spanned:
+            if method != "POST":
+                return await upstream.send(method, headers, None, stream=method == "GET")
+            return await upstream.send(method, headers, ctx.body if body is None else body)
     finally:
         ctx.upstream_ms = (time.monotonic() - started) * 1000
 

@@ -34,6 +34,7 @@ from mcpgate.config.model import (
     ServerConfig,
     SessionsConfig,
     ToolFilter,
+    TracingConfig,
     UpstreamAuth,
     UpstreamConfig,
 )
@@ -128,6 +129,7 @@ _AUTH: Converters = {
 _OBSERVABILITY: Converters = {
     "metrics": lambda spec: MetricsConfig(**spec),
     "audit": lambda spec: AuditConfig(**spec),
+    "tracing": lambda spec: TracingConfig(**spec),
     "logging": lambda spec: LoggingConfig(**_fields(spec, {"redact": tuple})),
 }
 

@@ -257,9 +257,16 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    enabled: bool = False
+    service_name: str = "mcpgate"
+
+
+@dataclass(frozen=True, slots=True)
 class ObservabilityConfig:
     metrics: MetricsConfig = MetricsConfig()
     audit: AuditConfig = AuditConfig()
+    tracing: TracingConfig = TracingConfig()
     logging: LoggingConfig = LoggingConfig()
 
 
