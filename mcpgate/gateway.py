@@ -31,6 +31,7 @@ from mcpgate.observability.recorder import Recorder
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
+from mcpgate.unified import UNIFIED
 from mcpgate.upstream.bridge import Bridge
 from mcpgate.upstream.channel import Channel
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
@@ -135,7 +136,7 @@ class Gateway:
         """What the metrics read at scrape time: upstream health, open sessions and streams."""
         sessions: dict[str, int] = {}
         for scope, count in self.sessions.count_by_scope().items():
-            name = "/mcp" if scope == "*" else scope
+            name = "/mcp" if scope == UNIFIED else scope
             sessions[name] = sessions.get(name, 0) + count
         return {
             "mcpgate_upstream_up": [((n,), float(u.state.health == "healthy")) for n, u in self.upstreams.items()],

@@ -10,20 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from mcpgate.jsonrpc import Message
 from mcpgate.observability.audit import AuditEvent, AuditLog, redacted_body
 from mcpgate.observability.logging import Redactor
 from mcpgate.observability.metrics import Metrics
 from mcpgate.routing import addressed_item
+from mcpgate.unified import UNIFIED
 
 if TYPE_CHECKING:
     from mcpgate.config.model import ObservabilityConfig
     from mcpgate.pipeline import RequestContext
 
 access_log = logging.getLogger("mcpgate.access")
-UNIFIED: Final = "*"
 
 
 class Recorder:
