@@ -7,12 +7,15 @@ very command the README shows, with only the port moved to a free one.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -86,12 +89,17 @@ def test_a_second_signal_exits_at_once_and_takes_the_children_along(tmp_path: Pa
     gateway = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, gateway)  # type: ignore[arg-type]
-        children: list[int] = []
-        for _ in range(100):
-            children = children_of(gateway.pid)
-            if children:
+        # Signalled only once the child runs (it answered initialize, so it ignores SIGTERM by now).
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as resp:
+                    body = json.load(resp)
+            except urllib.error.HTTPError as not_ready:  # 503 until the heartbeat says healthy
+                body = json.load(not_ready)
+            if body["upstreams"]["local"]["process"] == "running":
                 break
             time.sleep(0.05)
+        children = children_of(gateway.pid)
         assert children, "the stdio server should be the gateway's child"
         gateway.send_signal(signal.SIGTERM)
         time.sleep(0.5)  # the graceful shutdown is now waiting for the child to go
