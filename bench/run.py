@@ -49,7 +49,8 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 NOTE = (
     "Compare the ratios, not the absolute numbers: load generator, stub and gateway share this machine's CPUs,\n"
     "so absolute req/s and latency move with whatever else runs. req/s ratio: gateway / direct (1.0 = free).\n"
-    "p50 ratio: gateway / direct (1.0 = no added latency). Concurrency 1 p50 is the cleanest per-request cost."
+    "p50 ratio: gateway / direct (1.0 = no added latency). Concurrency 1 p50 is the cleanest per-request cost.\n"
+    "cpu µs/req: the target process's own CPU time per request (Linux), steadier than req/s on a busy machine."
 )
 
 
@@ -68,9 +69,30 @@ class Result:
     p50_ms: float | None  # None when no request succeeded
     p99_ms: float | None
     first_error: str | None = None
+    cpu_us: float | None = None  # the target process's CPU time per request (Linux), which noise blurs less
 
 
 # --- child processes ------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User plus system CPU time a process has used so far, from /proc (None elsewhere).
+
+    Requests per second move with whatever else shares the machine; the CPU time the gateway
+    spends per request barely does, so it tells two variants of the gateway apart far better."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cpu_per_request(before: float | None, after: float | None, requests: int) -> float | None:
+    if before is None or after is None or requests <= 0:
+        return None
+    return round((after - before) / requests * 1e6, 1)
 
 
 def free_port() -> int:
@@ -127,6 +149,7 @@ def children() -> Iterator[list[Child]]:
 
 
 def start_stub(started: list[Child], sse: bool) -> str:
+    """The stub's URL; its process is ``started[-1]``."""
     port = free_port()
     child = Child("stub upstream", [sys.executable, str(STUB), "--port", str(port), *(["--sse"] if sse else [])])
     started.append(child)
@@ -263,6 +286,7 @@ class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.elapsed = 0.0
+        self.cpu_us: float | None = None
         self.errors = 0
         self.first_error: str | None = None
 
@@ -289,7 +313,7 @@ async def worker(session: aiohttp.ClientSession, client: Client, deadline: float
             tally.error(f"HTTP {status}: {body[:200]!r}")
 
 
-async def run_level(client: Client, concurrency: int, duration: float, warmup: float) -> Tally:
+async def run_level(client: Client, concurrency: int, duration: float, warmup: float, pid: int | None = None) -> Tally:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=REQUEST_TIMEOUT) as session:
         await client.setup(session)
@@ -299,9 +323,11 @@ async def run_level(client: Client, concurrency: int, duration: float, warmup: f
                     *(worker(session, client, time.perf_counter() + warmup, Tally()) for _ in range(concurrency))
                 )
             tally = Tally()
+            cpu = cpu_seconds(pid)
             start = time.perf_counter()
             await asyncio.gather(*(worker(session, client, start + duration, tally) for _ in range(concurrency)))
             tally.elapsed = time.perf_counter() - start
+            tally.cpu_us = cpu_per_request(cpu, cpu_seconds(pid), len(tally.latencies))
             return tally
         finally:
             await client.teardown(session)
@@ -325,6 +351,7 @@ def summarize(concurrency: int, target: str, tally: Tally) -> Result:
         p50_ms=round(percentile(ordered, 50) * 1000, 3) if ordered else None,
         p99_ms=round(percentile(ordered, 99) * 1000, 3) if ordered else None,
         first_error=tally.first_error,
+        cpu_us=tally.cpu_us,
     )
 
 
@@ -368,7 +395,9 @@ async def wrk_once(client: Client, concurrency: int, seconds: int, script: Path)
     raise SetupError(f"wrk failed ({proc.returncode}):\n{out}{proc.stderr.decode(errors='replace')}")
 
 
-async def run_level_wrk(client: Client, concurrency: int, duration: float, warmup: float, target: str) -> Result:
+async def run_level_wrk(
+    client: Client, concurrency: int, duration: float, warmup: float, target: str, pid: int | None = None
+) -> Result:
     """wrk takes whole seconds: the duration is rounded up, and any warm-up lasts one second."""
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
         await client.setup(session)  # the session (legacy) and the check call, as for the Python client
@@ -379,7 +408,9 @@ async def run_level_wrk(client: Client, concurrency: int, duration: float, warmu
                 script.write_text(WRK_SCRIPT % {"headers": headers, "tail": client.tail.decode()})
                 if warmup > 0:
                     await wrk_once(client, concurrency, 1, script)
+                cpu = cpu_seconds(pid)
                 run = await wrk_once(client, concurrency, max(1, math.ceil(duration)), script)
+                cpu_after = cpu_seconds(pid)
         finally:
             await client.teardown(session)
     ok = run["requests"] - run["bad"]
@@ -394,11 +425,18 @@ async def run_level_wrk(client: Client, concurrency: int, duration: float, warmu
         p50_ms=round(run["p50_us"] / 1000, 3) if ok else None,
         p99_ms=round(run["p99_us"] / 1000, 3) if ok else None,
         first_error=f"{errors} failed requests (wrk does not keep bodies)" if errors else None,
+        cpu_us=cpu_per_request(cpu, cpu_after, run["requests"]),
     )
 
 
 async def measure(
-    targets: dict[str, str], mode: str, levels: Sequence[int], duration: float, warmup: float, tool: str = "aiohttp"
+    targets: dict[str, str],
+    mode: str,
+    levels: Sequence[int],
+    duration: float,
+    warmup: float,
+    tool: str = "aiohttp",
+    pids: dict[str, int] | None = None,
 ) -> list[Result]:
     """Each level runs every target; with more than one gateway, the gateways run again in reverse
     order (A B B A) and their two runs are merged, so a machine whose speed drifts during the
@@ -410,10 +448,12 @@ async def measure(
         runs: dict[str, list[Result]] = {}
         for target in order:
             client = Client(targets[target], mode, {"X-API-Key": BENCH_KEY} if target == "secured" else None)
+            pid = (pids or {}).get(target)
             if tool == "wrk":
-                result = await run_level_wrk(client, concurrency, duration, warmup, target)
+                result = await run_level_wrk(client, concurrency, duration, warmup, target, pid)
             else:
-                result = summarize(concurrency, target, await run_level(client, concurrency, duration, warmup))
+                tally = await run_level(client, concurrency, duration, warmup, pid)
+                result = summarize(concurrency, target, tally)
             runs.setdefault(target, []).append(result)
         results += [merge(found) for found in runs.values()]
     return results
@@ -425,6 +465,8 @@ def merge(runs: Sequence[Result]) -> Result:
         return runs[0]
     requests, seconds = sum(r.requests for r in runs), sum(r.seconds for r in runs)
     p50s, p99s = [r.p50_ms for r in runs if r.p50_ms is not None], [r.p99_ms for r in runs if r.p99_ms is not None]
+    cpu = [(r.cpu_us, r.requests) for r in runs if r.cpu_us is not None]
+    cpu_requests = sum(n for _, n in cpu)
     return Result(
         concurrency=runs[0].concurrency,
         target=runs[0].target,
@@ -435,6 +477,7 @@ def merge(runs: Sequence[Result]) -> Result:
         p50_ms=round(sum(p50s) / len(p50s), 3) if p50s else None,
         p99_ms=round(sum(p99s) / len(p99s), 3) if p99s else None,
         first_error=next((r.first_error for r in runs if r.first_error), None),
+        cpu_us=round(sum(us * n for us, n in cpu) / cpu_requests, 1) if cpu_requests else None,
     )
 
 
@@ -474,7 +517,7 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
         "mcpgate bench: " + " ".join(f"{k}={v}" for k, v in shown.items()),
         "",
         f"{'conc':>5} {'target':<8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'req/s ratio':>12} "
-        f"{'p50 ratio':>10}",
+        f"{'p50 ratio':>10} {'cpu µs/req':>11}",
     ]
     for r in results:
         ratio = by_level.get((r.concurrency, r.target))
@@ -482,18 +525,25 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
         p50_ratio = f"{ratio['p50_ratio']:.2f}" if ratio else ""
         p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.3f}"
         p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.3f}"
+        cpu = "-" if r.cpu_us is None else f"{r.cpu_us:.1f}"
         lines.append(
             f"{r.concurrency:>5} {r.target:<8} {r.rps:>10.1f} {p50:>9} {p99:>9} {r.errors:>7} "
-            f"{rps_ratio:>12} {p50_ratio:>10}"
+            f"{rps_ratio:>12} {p50_ratio:>10} {cpu:>11}"
         )
     lines += [f"  first error ({r.target}, c={r.concurrency}): {r.first_error}" for r in results if r.first_error]
+    measured = {(r.concurrency, r.target): r for r in results}
     for level in sorted({r.concurrency for r in results}):
         plain = by_level.get((level, "gateway"))
+        plain_cpu = measured[(level, "gateway")].cpu_us if (level, "gateway") in measured else None
         for target, what in (("secured", "auth + policy"), ("observed", "metrics + audit")):
             other = by_level.get((level, target))
             if plain and other:
                 cost = 1 - other["rps_ratio"] / plain["rps_ratio"]
-                lines.append(f"  c={level}: {what} cost {cost:.1%} of the gateway's req/s ratio ({target} ÷ gateway)")
+                line = f"  c={level}: {what} cost {cost:.1%} of the gateway's req/s ratio ({target} ÷ gateway)"
+                other_cpu = measured[(level, target)].cpu_us
+                if plain_cpu and other_cpu:
+                    line += f", {other_cpu / plain_cpu - 1:+.1%} CPU per request"
+                lines.append(line)
     return "\n".join([*lines, "", NOTE])
 
 
@@ -574,15 +624,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="mcpgate-bench-") as config_dir, children() as started:
             stub_url = start_stub(started, args.sse)
             targets = {"direct": stub_url}
+            pids = {"direct": started[-1].proc.pid}
             if not args.no_gateway:
                 directory = Path(config_dir)
                 targets["gateway"] = start_gateway(started, stub_url, directory, args.endpoint, observed=args.observed)
+                pids["gateway"] = started[-1].proc.pid
                 if args.secured:
                     targets["secured"] = start_gateway(started, stub_url, directory, args.endpoint, "secured")
+                    pids["secured"] = started[-1].proc.pid
                 if args.observed:
                     targets["observed"] = start_gateway(started, stub_url, directory, args.endpoint, "observed")
+                    pids["observed"] = started[-1].proc.pid
             with asyncio.Runner(loop_factory=_new_loop) as runner:
-                results = runner.run(measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool))
+                results = runner.run(
+                    measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool, pids)
+                )
     except SetupError as exc:
         print(f"bench setup failed: {exc}", file=sys.stderr)
         return 2

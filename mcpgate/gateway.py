@@ -210,8 +210,10 @@ class Gateway:
         await self.sessions.close()
         if self.auth is not None:
             await self.auth.close()
-        if self.recorder is not None and self.recorder.audit is not None:
-            self.recorder.audit.close()
+        if self.recorder is not None:
+            self.recorder.drain()  # what the last turn of the loop recorded
+            if self.recorder.audit is not None:
+                self.recorder.audit.close()
         if self.tracing is not None:
             self.tracing.close()
 

@@ -71,6 +71,7 @@ class RequestContext:
     decision: Decision | None = None  # the policy's, for the audit event
     shadowed: bool = False  # denied by a shadow-mode policy, and let through
     upstream_ms: float | None = None  # until the upstream's answer began
+    ended: float = 0.0  # monotonic, when the pipeline was done with it (the recorder's)
 
     @property
     def request_id(self) -> jsonrpc.RequestId | None:

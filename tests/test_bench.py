@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -172,6 +173,25 @@ def test_ratios_are_gateway_over_direct() -> None:
     ]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="CPU time per process is read from Linux's /proc")
+def test_cpu_time_is_read_per_process_and_weighted_by_requests_when_merged() -> None:
+    before = bench.cpu_seconds(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn a little CPU, which /proc counts in clock ticks
+        pass
+    after = bench.cpu_seconds(os.getpid())
+    assert after is not None and after >= before
+    assert bench.cpu_seconds(2**22 + 7) is None  # no such process
+    assert bench.cpu_per_request(1.0, 1.5, 1000) == 500.0
+    assert bench.cpu_per_request(None, 1.5, 1000) is None and bench.cpu_per_request(1.0, 1.5, 0) is None
+    runs = [
+        bench.Result(64, "gateway", 300, 0, 1.0, rps=300.0, p50_ms=1.0, p99_ms=2.0, cpu_us=100.0),
+        bench.Result(64, "gateway", 100, 0, 1.0, rps=100.0, p50_ms=1.0, p99_ms=2.0, cpu_us=200.0),
+    ]
+    assert bench.merge(runs).cpu_us == 125.0
+
+
 def run_bench(*args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--duration", "0.5", "--concurrency", "1", "--json", *args],
@@ -212,3 +232,5 @@ def test_bench_through_the_gateway_end_to_end(mode: str) -> None:
     assert [r["target"] for r in report["results"]] == ["direct", "gateway"]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["results"])
     assert report["ratios"][0]["concurrency"] == 1
+    if Path("/proc/self/stat").exists():  # each process's own CPU time, measured around its run
+        assert all(r["cpu_us"] is not None and r["cpu_us"] >= 0 for r in report["results"])

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import operator
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import orjson
@@ -30,8 +29,11 @@ log = logging.getLogger("mcpgate.audit")
 MAX_LOGGED_BODY: Final = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditEvent:
+    """Treat it as immutable once built. Not ``frozen``: a frozen dataclass's ``__init__`` sets
+    each of these fields through ``object.__setattr__``, four times the cost, once per request."""
+
     time: float  # when the request arrived (epoch seconds)
     request_id: str
     client_id: str
@@ -65,30 +67,48 @@ class AuditEvent:
             return (_ENCODE(data) + "\n").encode("ascii")
 
     def as_dict(self) -> dict[str, Any]:
-        """The event as JSON-ready data. Not dataclasses.asdict (which deep-copies): the fields are
-        read in one C-level call, since this runs once per request."""
-        data = dict(zip(_FIELDS, _READ(self), strict=True))
-        data["time"] = _timestamp(self.time)
-        data["roles"] = list(self.roles)
+        """The event as JSON-ready data, written out field by field: half the time of zipping the
+        field names with their values, and a tenth of ``dataclasses.asdict``, which deep-copies."""
+        data = {
+            "time": _timestamp(self.time),
+            "request_id": self.request_id,
+            "client_id": self.client_id,
+            "auth": self.auth,
+            "roles": self.roles,
+            "endpoint": self.endpoint,
+            "server": self.server,
+            "http_method": self.http_method,
+            "method": self.method,
+            "item_kind": self.item_kind,
+            "item": self.item,
+            "decision": self.decision,
+            "rule": self.rule,
+            "status": self.status,
+            "error_code": self.error_code,
+            "reason": self.reason,
+            "duration_ms": self.duration_ms,
+            "upstream_ms": self.upstream_ms,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
         if self.body is not None:
             data["body"] = self.body
         return data
 
 
-_FIELDS: Final = tuple(f.name for f in fields(AuditEvent) if f.name != "body")
-_READ: Final = operator.attrgetter(*_FIELDS)
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
-
-
-@functools.lru_cache(maxsize=4)
-def _second(whole: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+_SECONDS: dict[int, str] = {}
 
 
 def _timestamp(when: float) -> str:
     """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
     whole = int(when)
-    return f"{_second(whole)}.{int((when - whole) * 1000):03d}Z"
+    second = _SECONDS.get(whole)
+    if second is None:
+        if len(_SECONDS) > 4:
+            _SECONDS.clear()
+        second = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{second}.{int((when - whole) * 1000):03d}Z"
 
 
 def redacted_body(body: bytes, redactor: Redactor) -> str | None:
@@ -168,15 +188,19 @@ class AuditLog:
             self._file = None
 
     def write(self, event: AuditEvent) -> None:
-        line = event.json_line()
+        self.write_all((event,))
+
+    def write_all(self, events: Sequence[AuditEvent]) -> None:
+        """One write for a batch of events (``Recorder.drain``)."""
+        data = b"".join([event.json_line() for event in events])
         out = self._file if self._file is not None else sys.stdout.buffer
         try:
-            out.write(line)
-            self.written += 1
+            out.write(data)
+            self.written += len(events)
         except (OSError, ValueError):  # a full disk must not fail requests; it is counted and said once
-            self._lost()
+            self._lost(len(events))
 
-    def _lost(self) -> None:
-        self.failed += 1
-        if self.failed == 1 or self.failed % 10_000 == 0:
+    def _lost(self, records: int = 1) -> None:
+        before, self.failed = self.failed, self.failed + records
+        if before == 0 or before // 10_000 != self.failed // 10_000:
             log.error("cannot write the audit log (%d records lost so far)", self.failed)

@@ -22,6 +22,7 @@ from mcpgate import __version__
 from mcpgate.observability.audit import AuditEvent
 from mcpgate.policy import MCP_METHODS
 
+Labels = tuple[str | int, ...]  # label values; an int (a status) is made a string at scrape time
 OTHER: Final = "__other__"
 NO_SERVER: Final = "-"
 BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -57,17 +58,17 @@ class _Collector:
     """
 
     def __init__(self, live: Callable[[], Mapping[str, Iterable[tuple[tuple[str, ...], float]]]] | None) -> None:
-        self.counters: dict[str, tuple[str, list[str], dict[tuple[str, ...], float]]] = {}
-        self.histograms: dict[str, tuple[str, list[str], dict[tuple[str, ...], list[float]]]] = {}
+        self.counters: dict[str, tuple[str, list[str], dict[Labels, float]]] = {}
+        self.histograms: dict[str, tuple[str, list[str], dict[Labels, list[float]]]] = {}
         self.live = live
 
-    def counter(self, name: str, documentation: str, labels: list[str]) -> dict[tuple[str, ...], float]:
-        values: dict[tuple[str, ...], float] = {}
+    def counter(self, name: str, documentation: str, labels: list[str]) -> dict[Labels, float]:
+        values: dict[Labels, float] = {}
         self.counters[name] = (documentation, labels, values)
         return values
 
-    def histogram(self, name: str, documentation: str, labels: list[str]) -> dict[tuple[str, ...], list[float]]:
-        values: dict[tuple[str, ...], list[float]] = {}  # bucket counts (not cumulative), then the sum
+    def histogram(self, name: str, documentation: str, labels: list[str]) -> dict[Labels, list[float]]:
+        values: dict[Labels, list[float]] = {}  # bucket counts (not cumulative), then the sum
         self.histograms[name] = (documentation, labels, values)
         return values
 
@@ -78,7 +79,7 @@ class _Collector:
         for name, (documentation, labels, values) in self.counters.items():
             counter = CounterMetricFamily(name, documentation, labels=labels)
             for label_values, total in values.items():
-                counter.add_metric(list(label_values), total)
+                counter.add_metric([str(value) for value in label_values], total)
             yield counter
         for name, (documentation, labels, series) in self.histograms.items():
             histogram = HistogramMetricFamily(name, documentation, labels=labels)
@@ -87,7 +88,7 @@ class _Collector:
                 for bound, count in zip(BOUNDS, counts, strict=False):
                     running += count
                     buckets.append((bound, running))
-                histogram.add_metric(list(label_values), buckets, counts[-1])
+                histogram.add_metric([str(value) for value in label_values], buckets, counts[-1])
             yield histogram
         live = self.live() if self.live is not None else {}
         for name, documentation, labels in LIVE:
@@ -137,16 +138,17 @@ class Metrics:
 
     def observe(self, event: AuditEvent) -> None:
         server = event.server if event.server in self._servers else NO_SERVER
-        method = (
-            event.method if event.method in KNOWN_METHODS else (event.http_method if event.method is None else "other")
-        )
-        key = (server, method, str(event.status))
-        self.requests[key] = self.requests.get(key, 0) + 1
-        _observe(self.duration, (server, method), event.duration_ms / 1000)
+        method = event.method
+        if method not in KNOWN_METHODS:
+            method = event.http_method if method is None else "other"
+        requests, key = self.requests, (server, method, event.status)  # the status becomes a string when scraped
+        requests[key] = requests.get(key, 0) + 1
+        labels = (server, method)
+        _observe(self.duration, labels, event.duration_ms / 1000)
         if event.upstream_ms is not None:
-            _observe(self.upstream_duration, (server, method), event.upstream_ms / 1000)
+            _observe(self.upstream_duration, labels, event.upstream_ms / 1000)
         reason = event.reason
-        if event.method == "tools/call":
+        if method == "tools/call":
             outcome = (
                 "ok" if reason is None and event.status < 400 else ("denied" if reason == "forbidden" else "error")
             )
@@ -169,11 +171,11 @@ class Metrics:
         return text_exposition.generate_latest(self.registry), TEXT
 
 
-def _add(counter: dict[tuple[str, ...], float], key: tuple[str, ...]) -> None:
+def _add(counter: dict[Labels, float], key: Labels) -> None:
     counter[key] = counter.get(key, 0) + 1
 
 
-def _observe(histogram: dict[tuple[str, ...], list[float]], key: tuple[str, ...], seconds: float) -> None:
+def _observe(histogram: dict[Labels, list[float]], key: Labels, seconds: float) -> None:
     counts = histogram.get(key)
     if counts is None:
         counts = histogram[key] = [0.0] * (len(BUCKETS) + 2)  # the buckets, +Inf, and the sum

@@ -3,10 +3,16 @@
 ``event_of`` turns what the pipeline learned about a request into an ``AuditEvent``; the
 ``Recorder`` hands that one value to the metrics, the audit log and the access log line. When
 none of them is on, the pipeline skips building the event at all.
+
+The work is done after the response has gone out, and for every request that ended in the same
+turn of the event loop together: it is then off the client's wait, and a loop over a batch runs
+with its code and data in the CPU's caches, where one request at a time, between two requests'
+forwarding, ran at a third of that speed (measured with py-spy in the running gateway).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -33,57 +39,100 @@ class Recorder:
         self.audit = AuditLog(config.audit.path) if config.audit.enabled else None
         self.log_bodies = config.audit.log_bodies
         self.redactor = Redactor(config.logging.redact)
+        self._pending: list[RequestContext] = []
 
     @property
     def wanted(self) -> bool:
         return self.metrics is not None or self.audit is not None or access_log.isEnabledFor(logging.INFO)
 
     def record(self, ctx: RequestContext) -> None:
-        event = event_of(ctx, self.redactor if self.log_bodies else None)
-        if self.metrics is not None:
-            self.metrics.observe(event)
-        if self.audit is not None:
-            self.audit.write(event)
-        if access_log.isEnabledFor(logging.INFO):
-            log_access(event)
+        """Called as the request ends: note the time now, build and read its event soon after."""
+        ctx.ended = time.monotonic()
+        self._pending.append(ctx)
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Every request recorded since the last drain, in order. Also called at shutdown."""
+        pending, self._pending = self._pending, []
+        redactor = self.redactor if self.log_bodies else None
+        metrics, audit, access = self.metrics, self.audit, access_log.isEnabledFor(logging.INFO)
+        events = [event_of(ctx, redactor) for ctx in pending]
+        if metrics is not None:
+            for event in events:
+                metrics.observe(event)
+        if audit is not None:
+            audit.write_all(events)
+        if access:
+            for event in events:
+                log_access(event)
 
 
 def event_of(ctx: RequestContext, body_redactor: Redactor | None = None) -> AuditEvent:
-    message, error, identity, route = ctx.message, ctx.error, ctx.identity, ctx.route
-    method = "batch" if isinstance(message, list) else (message.method if isinstance(message, Message) else None)
-    item = addressed_item(method, message.params) if isinstance(message, Message) and method else None
-    if item is not None and route is not None and route.name and item[0] != "resource":
-        item = (item[0], route.name)  # as the upstream knows it, like the policy sees it
-    server = route.upstream if route is not None else (None if ctx.endpoint == UNIFIED else ctx.endpoint)
-    decision = ctx.decision
-    verdict = None if decision is None else "allow" if decision.allowed else "shadow-deny" if ctx.shadowed else "deny"
-    response = ctx.response
-    status = error.status if error is not None and (response is None or not response.prepared) else 0
-    if not status:
+    """What the pipeline learned about the request, as one value. Runs once per request: it reads
+    each field once and re-derives nothing a stage already knew."""
+    message, error, route, response = ctx.message, ctx.error, ctx.route, ctx.response
+    method = item_kind = item = None
+    if isinstance(message, Message):
+        method = message.method
+        if method is not None:
+            found = addressed_item(method, message.params)
+            if found is not None:
+                item_kind, item = found
+                if route is not None and route.name and item_kind != "resource":
+                    item = route.name  # as the upstream knows it, like the policy sees it
+    elif message is not None:
+        method = "batch"
+    server: str | None
+    if ctx.endpoint == UNIFIED:
+        endpoint, server = "/mcp", None
+    else:
+        endpoint = server = ctx.endpoint
+    if route is not None:
+        server = route.upstream
+    if error is None:
         status = response.status if response is not None else 500
+        error_code = reason = None
+    else:
+        status = response.status if response is not None and response.prepared else error.status
+        error_code, reason = error.reason.code, error.reason.name
+    decision = ctx.decision
+    verdict = rule = None
+    if decision is not None:
+        verdict = "allow" if decision.allowed else "shadow-deny" if ctx.shadowed else "deny"
+        rule = decision.where
+    identity, upstream_ms = ctx.identity, ctx.upstream_ms
+    # Positional, in the fields' order: with keywords, the call builds a dict of 21 names and
+    # matches each to a parameter, a tenth of what recording a request costs.
     return AuditEvent(
-        time=ctx.arrived,
-        request_id=ctx.correlation_id,
-        client_id=identity.client_id,
-        auth=identity.kind,
-        roles=identity.roles,
-        endpoint="/mcp" if ctx.endpoint == UNIFIED else ctx.endpoint,
-        server=server,
-        http_method=ctx.request.method,
-        method=method,
-        item_kind=item[0] if item else None,
-        item=item[1] if item else None,
-        decision=verdict,
-        rule=None if decision is None else decision.where,
-        status=status,
-        error_code=error.code if error is not None else None,
-        reason=error.reason.name if error is not None else None,
-        duration_ms=round((time.monotonic() - ctx.started) * 1000, 3),
-        upstream_ms=None if ctx.upstream_ms is None else round(ctx.upstream_ms, 3),
-        bytes_in=len(ctx.body),
-        bytes_out=None if response is None else response.body_length or response.content_length,
-        body=redacted_body(ctx.body, body_redactor) if body_redactor is not None else None,
+        ctx.arrived,  # time
+        ctx.correlation_id,  # request_id
+        identity.client_id,
+        identity.kind,  # auth
+        identity.roles,
+        endpoint,
+        server,
+        ctx.request.method,  # http_method
+        method,
+        item_kind,
+        item,
+        verdict,  # decision
+        rule,
+        status,
+        error_code,
+        reason,
+        _ms((ctx.ended or time.monotonic()) - ctx.started),  # duration_ms
+        None if upstream_ms is None else _ms(upstream_ms / 1000),
+        len(ctx.body),  # bytes_in
+        None if response is None else response.body_length,  # bytes_out: sent by now, headers included
+        None if body_redactor is None else redacted_body(ctx.body, body_redactor),
     )
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds to the microsecond. Not ``round(x, 3)``, which goes through a decimal
+    conversion and costs ten times as much, twice per request."""
+    return int(seconds * 1_000_000) / 1000
 
 
 def log_access(event: AuditEvent) -> None:
@@ -97,5 +146,11 @@ def log_access(event: AuditEvent) -> None:
         event.status,
         event.duration_ms,
         event.client_id,
-        extra={"status": event.status, "reason": event.reason, "upstream": event.server},
+        # The request's own id: a batch is logged outside the request's context.
+        extra={
+            "status": event.status,
+            "reason": event.reason,
+            "upstream": event.server,
+            "request_id": event.request_id,
+        },
     )
