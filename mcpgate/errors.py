@@ -61,6 +61,7 @@ _REASONS = (
     Reason(
         "auth_unavailable", -32078, 503, "Tokens cannot be verified now: the identity provider's keys are unavailable"
     ),
+    Reason("rate_limit_unavailable", -32079, 503, "Rate limits cannot be checked now; retry later"),
 )
 
 REASONS: Mapping[str, Reason] = {r.name: r for r in _REASONS}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -26,6 +27,8 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
+from mcpgate.limits import Limiter
+from mcpgate.limits.rules import StoreUnavailable
 from mcpgate.observability import otel
 from mcpgate.observability.recorder import Recorder
 from mcpgate.policy import Policy
@@ -66,6 +69,7 @@ class Gateway:
     policy: Policy | None = None  # None: no policy section, everything is allowed
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
     recorder: Recorder | None = None  # metrics, audit log, access lines
+    limiter: Limiter | None = None  # None: no rate_limit section, nothing is limited
     tracing: Tracing | None = None  # OpenTelemetry, made at start when observability.tracing is on
     # stdio and legacy HTTP+SSE upstreams: each channel, and the bridge that serves it to the rest
     # of the gateway as Streamable HTTP.
@@ -127,6 +131,11 @@ class Gateway:
         gateway.bridge_dir = bridge_dir if children else None
         if config.observability.tracing.enabled and not otel.available():
             raise StartupError(otel.MISSING)
+        if config.rate_limit is not None:
+            limits = config.rate_limit
+            # REDIS_URL overrides the file, as 12-factor deployments expect of a connection string.
+            limits = dataclasses.replace(limits, redis_url=os.environ.get("REDIS_URL") or limits.redis_url)
+            gateway.limiter = Limiter(limits)
         gateway.recorder = Recorder(config.observability, [u.name for u in config.upstreams])
         if gateway.recorder.metrics is not None:
             gateway.recorder.metrics.watch(gateway.live_metrics)
@@ -155,6 +164,11 @@ class Gateway:
             self.recorder.audit.start_flushing()
         if self.auth is not None:
             await self.auth.start()
+        if self.limiter is not None:
+            try:
+                await self.limiter.start()
+            except StoreUnavailable as exc:
+                raise StartupError(str(exc)) from None
         if self.bridge_dir is not None:
             try:
                 os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
@@ -210,6 +224,8 @@ class Gateway:
         await self.sessions.close()
         if self.auth is not None:
             await self.auth.close()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.recorder is not None:
             self.recorder.drain()  # what the last turn of the loop recorded
             if self.recorder.audit is not None:

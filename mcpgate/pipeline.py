@@ -72,6 +72,7 @@ class RequestContext:
     shadowed: bool = False  # denied by a shadow-mode policy, and let through
     upstream_ms: float | None = None  # until the upstream's answer began
     ended: float = 0.0  # monotonic, when the pipeline was done with it (the recorder's)
+    rate_limit: tuple[str, str] | None = None  # (allow, deny or unavailable; the rule), for the audit event
 
     @property
     def request_id(self) -> jsonrpc.RequestId | None:
@@ -302,7 +303,10 @@ async def authorize(ctx: RequestContext) -> None:
 
 
 async def rate_limit(ctx: RequestContext) -> None:
-    """No limits configured yet: the token-bucket stage plugs in here."""
+    """After authorization, so a denied request spends no token; before the upstream sees it (``limits``)."""
+    limiter = ctx.gateway.limiter
+    if limiter is not None and ctx.message is not None:
+        await limiter.admit(ctx)
 
 
 # -- 8. forward ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from mcpgate.auth.oauth import WELL_KNOWN
 from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway, StartupError
+from mcpgate.limits import HEADERS_KEY
 from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.unified import UNIFIED
@@ -100,6 +101,9 @@ async def name_the_server(request: web.Request, response: web.StreamResponse) ->
     request_id = request.get(pipeline.REQUEST_ID_KEY)
     if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
+    limits = request.get(HEADERS_KEY)
+    if limits is not None:  # every answer on a rate-limited route says how much is left
+        response.headers.update(limits)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -244,6 +244,7 @@ def test_label_values_are_bounded_against_hostile_tool_names() -> None:
     base: dict[str, Any] = {
         "time": 0.0, "request_id": "r", "auth": "api_key", "roles": (), "endpoint": "alpha", "server": "alpha",
         "http_method": "POST", "method": "tools/call", "item_kind": "tool", "decision": None, "rule": None,
+        "rate_limit": None, "rate_limit_rule": None,
         "status": 200, "error_code": None, "reason": None, "duration_ms": 1.0, "upstream_ms": 0.5, "bytes_in": 10,
         "bytes_out": 10,
     }  # fmt: skip
@@ -310,7 +311,9 @@ def test_histograms_count_each_duration_in_its_bucket_cumulatively() -> None:
     base: dict[str, Any] = {
         "time": 0.0, "request_id": "r", "client_id": "c", "auth": "anonymous", "roles": (), "endpoint": "alpha",
         "server": "alpha", "http_method": "POST", "method": "ping", "item_kind": None, "item": None,
-        "decision": None, "rule": None, "status": 200, "error_code": None, "reason": None, "upstream_ms": None,
+        "decision": None, "rule": None,
+        "rate_limit": None, "rate_limit_rule": None, "status": 200, "error_code": None, "reason": None,
+        "upstream_ms": None,
         "bytes_in": 1, "bytes_out": 1,
     }  # fmt: skip
     for ms in (0.4, 3.0, 400_000.0):

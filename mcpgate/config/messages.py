@@ -275,8 +275,6 @@ _NOT_YET = "is not enforced by this version of mcpgate yet; remove it (running w
 
 def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
     """Configured sections this build does not enforce: errors, never warnings (fail closed)."""
-    if "rate_limit" in data:
-        yield Finding(("rate_limit",), f"rate limiting {_NOT_YET}", "key")
     if _dict(data.get("sessions")).get("backend") == "redis":
         yield Finding(("sessions", "backend"), "the redis session store is not available in this version; use 'memory'")
     workers = _dict(data.get("server")).get("workers")

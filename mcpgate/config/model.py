@@ -218,10 +218,12 @@ class RateLimitRule:
     index: int
     bucket: Bucket
     clients: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
     servers: tuple[str, ...] = ()
     methods: tuple[Glob, ...] = ()
     tools: tuple[Glob, ...] = ()
     per_tool: bool = False
+    per_client: bool = True  # False: one bucket shared by every client, to protect the upstream
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,8 @@ class AuditEvent:
     item: str | None  # its name or URI, as the upstream knows it
     decision: str | None  # allow, deny, or shadow-deny; None without a policy
     rule: str | None  # policy.rules[N] or policy.default
+    rate_limit: str | None  # allow, deny, or unavailable (the store was down); None when no limit applied
+    rate_limit_rule: str | None  # rate_limit.rules[N] or rate_limit.default
     status: int
     error_code: int | None
     reason: str | None  # the gateway's error reason, if it rejected the request
@@ -83,6 +85,8 @@ class AuditEvent:
             "item": self.item,
             "decision": self.decision,
             "rule": self.rule,
+            "rate_limit": self.rate_limit,
+            "rate_limit_rule": self.rate_limit_rule,
             "status": self.status,
             "error_code": self.error_code,
             "reason": self.reason,
