@@ -3,7 +3,7 @@
 Every rejection the gateway makes on an MCP path is one of these, raised by a pipeline stage and
 rendered as a JSON-RPC error object in exactly one place (``listener.render_error``). The codes
 are part of the public interface: clients and dashboards match on ``error.data.reason`` (stable,
-machine-readable) and on ``error.code``. Gateway codes live in -32060..-32079, clear of the codes
+machine-readable) and on ``error.code``. Gateway codes live in -32060..-32099, clear of the codes
 the MCP specification uses (-32002, -32020..-32022, -32042) and of JSON-RPC's own.
 """
 
@@ -62,6 +62,7 @@ _REASONS = (
         "auth_unavailable", -32078, 503, "Tokens cannot be verified now: the identity provider's keys are unavailable"
     ),
     Reason("rate_limit_unavailable", -32079, 503, "Rate limits cannot be checked now; retry later"),
+    Reason("session_store_unavailable", -32080, 503, "Sessions cannot be read now; retry later"),
 )
 
 REASONS: Mapping[str, Reason] = {r.name: r for r in _REASONS}

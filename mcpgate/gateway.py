@@ -27,12 +27,13 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
-from mcpgate.limits import Limiter
+from mcpgate.limits import Limiter, display_url
 from mcpgate.limits.rules import StoreUnavailable
 from mcpgate.observability import otel
 from mcpgate.observability.recorder import Recorder
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
+from mcpgate.session_redis import RedisSessionStore
 from mcpgate.sessions import MemorySessionStore, Session, SessionStore
 from mcpgate.unified import UNIFIED
 from mcpgate.upstream.bridge import Bridge
@@ -100,10 +101,6 @@ class Gateway:
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
-        if config.sessions.backend != "memory":
-            raise StartupError(
-                f"sessions.backend: {config.sessions.backend!r} is not available in this version; use 'memory'"
-            )
         upstreams: dict[str, HttpUpstream] = {}
         children: dict[str, tuple[Channel, Bridge]] = {}
         # Created at start, not here: validate builds a Gateway too, and must leave nothing behind.
@@ -119,9 +116,19 @@ class Gateway:
                 upstreams[u.name] = upstream = HttpUpstream(u, bridge_socket=socket_path)
                 upstream.first_probe_after = functools.partial(first_use, channel, u.connect_timeout)
         sessions = config.sessions
-        store = MemorySessionStore(
-            sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
-        )
+        store: SessionStore
+        if sessions.backend == "redis":
+            store = RedisSessionStore(
+                os.environ.get("REDIS_URL") or sessions.redis_url,  # as for rate_limit: the environment wins
+                sessions.key_prefix,
+                sessions.idle_timeout,
+                max_sessions=sessions.max_sessions,
+                max_per_client=sessions.max_per_client,
+            )
+        else:
+            store = MemorySessionStore(
+                sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
+            )
         auth = None
         if config.auth is not None:
             auth = Authenticator(config.auth, config.server.public_url, [u.name for u in config.upstreams])
@@ -169,6 +176,11 @@ class Gateway:
                 await self.limiter.start()
             except StoreUnavailable as exc:
                 raise StartupError(str(exc)) from None
+        try:
+            await self.sessions.check()
+        except Exception as exc:
+            where = display_url(self.config.sessions.redis_url)
+            raise StartupError(f"sessions: cannot reach redis at {where} ({type(exc).__name__}: {exc})") from None
         if self.bridge_dir is not None:
             try:
                 os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
@@ -255,15 +267,21 @@ class Gateway:
             self.open_streams[name] -= 1
 
     @contextlib.asynccontextmanager
-    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Serialise rare per-session work (re-opening upstream sessions) within this process."""
-        lock = self._session_locks.setdefault(session_id, asyncio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked():
-                self._session_locks.pop(session_id, None)
+    async def session_lock(self, session: Session) -> AsyncIterator[None]:
+        """Serialise rare per-session work (re-opening upstream sessions), across every instance
+        when the store is shared; inside, ``session`` holds the store's latest upstream session ids."""
+        if session.owner == "mcpgate":  # a held session (outbound): this process's alone
+            lock = self._session_locks.setdefault(session.id, asyncio.Lock())
+            try:
+                async with lock:
+                    yield
+            finally:
+                if not lock.locked():
+                    self._session_locks.pop(session.id, None)
+            return
+        async with self.sessions.lock(session.id):
+            await self.sessions.reload(session)
+            yield
 
     async def end_held_sessions(self) -> None:
         for held in self._held.values():

@@ -359,7 +359,7 @@ async def reopen_upstream_session(
     Concurrent calls of one session all see the 404: the first re-opens, the others find the
     session id already changed from the ``stale`` one they sent, and just retry with the new one.
     """
-    async with ctx.gateway.session_lock(session.id):
+    async with ctx.gateway.session_lock(session):
         if session.upstream_sessions.get(upstream.name) != stale:
             return
         await _reinitialize(ctx, session, upstream, lost=True)
@@ -367,7 +367,7 @@ async def reopen_upstream_session(
 
 async def open_upstream_session(ctx: RequestContext, session: Session, upstream: HttpUpstream) -> None:
     """A unified session's first use of an upstream: open its session with the client's own params."""
-    async with ctx.gateway.session_lock(session.id):
+    async with ctx.gateway.session_lock(session):
         if upstream.name not in session.upstream_sessions:  # another call may have just opened it
             await _reinitialize(ctx, session, upstream, lost=False)
 

@@ -15,10 +15,13 @@ least recently used session is evicted to make room for its new one).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -93,6 +96,26 @@ class SessionStore(ABC):
         # Counted for operators (readiness body, metrics): sessions evicted and refused at the caps.
         self.evicted = 0
         self.refused = 0
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def check(self) -> None:  # noqa: B027 - a hook: only networked stores have anything to check
+        """At start: a networked store must answer (raises when it does not)."""
+
+    @contextlib.asynccontextmanager
+    async def lock(self, session_id: str) -> AsyncIterator[None]:
+        """Serialises rare per-session work (re-opening an upstream session). In one process, an
+        asyncio lock; a shared store makes it hold across every instance."""
+        lock = self._locks.setdefault(session_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked():
+                self._locks.pop(session_id, None)
+
+    async def reload(self, session: Session) -> None:  # noqa: B027 - a hook, as above
+        """Under ``lock``: bring ``session``'s upstream session ids up to date with the store (another
+        instance may have just re-opened one). In memory, every request holds the same object."""
 
     @abstractmethod
     def count_by_scope(self) -> dict[str, int]:

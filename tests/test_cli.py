@@ -250,19 +250,20 @@ def test_validate_warns_about_names_clients_reject(tmp_path: Path) -> None:
     assert invoke("validate", "-c", str(path)).stderr == ""
 
 
-def test_validate_builds_what_start_would(tmp_path: Path) -> None:
+def test_validate_builds_what_start_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Valid YAML that this build cannot run fails validate too, not only start."""
-    path = tmp_path / "redis.yml"
-    path.write_text("upstreams:\n  demo: {url: http://127.0.0.1:9000/mcp}\nsessions: {backend: redis}\n")
+    monkeypatch.setattr("mcpgate.observability.otel.available", lambda: False)  # as without the otel extra
+    path = tmp_path / "tracing.yml"
+    path.write_text("upstreams:\n  demo: {url: http://127.0.0.1:9000/mcp}\nobservability: {tracing: {enabled: true}}\n")
     result = invoke("validate", "-c", str(path))
     assert result.exit_code == 1
     first, last = result.stderr.strip().splitlines()
-    assert first.startswith(f"{path}:3:21: sessions.backend: ")
+    assert "pip install 'mcpgate[otel]'" in first and first.startswith(f"{path}")
     assert last == "1 error(s)"
 
 
 UNENFORCED = {
-    "sessions: {backend: redis}": "sessions.backend",
+    "server: {workers: 2}\nsessions: {backend: redis}": "server.workers",
 }
 
 

@@ -237,4 +237,4 @@ async def test_concurrent_calls_reopen_a_lost_upstream_session_once(
     assert all(f'"id":{100 + i}' in a for i, a in enumerate(answers))
     reopened = [r for r in caplog.records if r.getMessage().startswith("re-opened the session")]
     assert len(reopened) == 1
-    assert not gw.gateway._session_locks
+    assert not gw.gateway.sessions._locks

@@ -101,7 +101,7 @@ def test_error_table_is_stable_and_clear_of_spec_codes() -> None:
     for reason in REASONS.values():
         assert reason.code not in spec_taken
         if -32099 <= reason.code <= -32000 and reason.code not in (-32020, -32022):
-            assert -32079 <= reason.code <= -32060, reason
+            assert -32099 <= reason.code <= -32060, reason
     error = GatewayError("rate_limited", data={"retry_after": 2})
     rendered = error.to_jsonrpc(9)
     assert rendered == {

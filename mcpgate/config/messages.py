@@ -275,8 +275,6 @@ _NOT_YET = "is not enforced by this version of mcpgate yet; remove it (running w
 
 def unsupported(data: dict[str, Any]) -> Iterator[Finding]:
     """Configured sections this build does not enforce: errors, never warnings (fail closed)."""
-    if _dict(data.get("sessions")).get("backend") == "redis":
-        yield Finding(("sessions", "backend"), "the redis session store is not available in this version; use 'memory'")
     workers = _dict(data.get("server")).get("workers")
     if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1:
         yield Finding(("server", "workers"), "more than one worker process is not available in this version")

@@ -63,6 +63,7 @@ class ServerConfig:
 class SessionsConfig:
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "mcpgate"
     idle_timeout: float = 1800.0
     max_sessions: int = 10_000
     max_per_client: int = 1_000

@@ -1,0 +1,248 @@
+"""Sessions in Redis (``sessions.backend: redis``): any gateway instance or worker serves any session.
+
+Keys, under ``<prefix>:session:``:
+
+- ``s:<id>``: the session as JSON (``Session.to_json``), kept twice the idle timeout so that the
+  sweeper still finds what to end upstream;
+- ``idle``: every session id, scored by when it was last used: expiry and the ``max_sessions`` count;
+- ``c:<client>``: the client's session ids, scored the same way: ``max_per_client`` evicts the lowest;
+- ``scopes``: live sessions per endpoint, for the metrics;
+- ``lock:<id>``: the cross-instance lock around re-opening an upstream session.
+
+Whoever removes an id from ``idle`` (``ZREM`` answers 1 to one caller only) owns the removal, so
+two instances expiring or deleting the same session end its upstream sessions once. A session's
+use is written back at most once a second: idle timeouts are minutes, and a read-only request
+then costs one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mcpgate.errors import GatewayError
+from mcpgate.sessions import Session, SessionStore, session_limit
+
+log = logging.getLogger("mcpgate.sessions")
+
+TIMEOUT: Final = 1.0  # seconds for one Redis command
+TOUCH_EVERY: Final = 1.0  # seconds: how stale a session's last use may be written back
+LOCK_TTL_MS: Final = 30_000  # a lock outlives a crashed holder by at most this
+LOCK_POLL: Final = 0.05
+# Deletes the lock only if it is still ours (it may have expired and been taken by another).
+UNLOCK: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def unavailable(exc: BaseException) -> GatewayError:
+    log.error("session store: redis unavailable (%s: %s)", type(exc).__name__, exc)
+    return GatewayError("session_store_unavailable", headers={"Retry-After": "1"})
+
+
+class RedisSessionStore(SessionStore):
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str,
+        idle_timeout: float,
+        *,
+        max_sessions: int = 10_000,
+        max_per_client: int = 1_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(idle_timeout, max_sessions=max_sessions, max_per_client=max_per_client)
+        self.url = url
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, health_check_interval=30
+        )
+        self.prefix = f"{key_prefix}:session:"
+        self._clock = clock
+        self._unlock: Any = self.client.register_script(UNLOCK)
+        self._scopes: dict[str, int] = {}
+        self._count = 0
+        self._local_locks: dict[str, asyncio.Lock] = {}
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.prefix}s:{session_id}"
+
+    def _client_key(self, client: str) -> str:
+        return f"{self.prefix}c:{client}"
+
+    @property
+    def _idle(self) -> str:
+        return f"{self.prefix}idle"
+
+    @property
+    def _scopes_key(self) -> str:
+        return f"{self.prefix}scopes"
+
+    def _ttl_ms(self) -> int:
+        return int(self.idle_timeout * 2000) + 1000
+
+    # -- the store -----------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """At start: Redis must answer (raises RedisError/OSError)."""
+        await self.client.ping()
+        await self._refresh_counts()
+
+    def count_by_scope(self) -> dict[str, int]:
+        """The fleet's live sessions per endpoint, as of the last sweep (every instance reports
+        the same numbers: aggregate them with max, not sum)."""
+        return dict(self._scopes)
+
+    def __len__(self) -> int:
+        return self._count
+
+    async def admit(self) -> None:
+        try:
+            count = await self.client.zcard(self._idle)
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+        if count >= self.max_sessions:
+            self.refused += 1
+            raise session_limit()
+
+    async def create(self, session: Session) -> list[Session]:
+        await self.admit()
+        evicted: list[Session] = []
+        try:
+            mine = self._client_key(session.client)
+            while await self.client.zcard(mine) >= self.max_per_client:
+                popped = await self.client.zpopmin(mine)
+                if not popped:
+                    break
+                gone = await self._remove(_text(popped[0][0]))
+                if gone is not None:
+                    evicted.append(gone)
+            now = self._clock()
+            session.last_seen = now
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(session.id), session.to_json(), px=self._ttl_ms())
+                pipe.zadd(self._idle, {session.id: now})
+                pipe.zadd(mine, {session.id: now})
+                pipe.pexpire(mine, self._ttl_ms())
+                pipe.hincrby(self._scopes_key, session.scope, 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+        self.evicted += len(evicted)
+        return evicted
+
+    async def get(self, session_id: str) -> Session | None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(self._key(session_id))
+                pipe.zscore(self._idle, session_id)
+                text, last_seen = await pipe.execute()
+            if text is None or last_seen is None:
+                return None
+            session = Session.from_json(text)
+            now = self._clock()
+            if now - float(last_seen) > self.idle_timeout:
+                await self._remove(session_id)
+                return None
+            session.last_seen = float(last_seen)
+            if now - session.last_seen >= TOUCH_EVERY:
+                session.last_seen = now
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self._idle, {session_id: now}, xx=True)
+                    pipe.zadd(self._client_key(session.client), {session_id: now}, xx=True)
+                    pipe.pexpire(self._key(session_id), self._ttl_ms())
+                    await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+        return session
+
+    async def save(self, session: Session) -> None:
+        try:
+            await self.client.set(self._key(session.id), session.to_json(), px=self._ttl_ms(), xx=True)
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+
+    async def reload(self, session: Session) -> None:
+        try:
+            text = await self.client.get(self._key(session.id))
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+        if text is not None:
+            session.upstream_sessions = Session.from_json(text).upstream_sessions
+
+    async def delete(self, session_id: str) -> Session | None:
+        try:
+            return await self._remove(session_id)
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+
+    async def expire(self) -> list[Session]:
+        cutoff = self._clock() - self.idle_timeout
+        try:
+            stale = await self.client.zrangebyscore(self._idle, "-inf", f"({cutoff}")
+            gone = [s for s in [await self._remove(_text(sid)) for sid in stale] if s is not None]
+            await self._refresh_counts()
+        except (RedisError, OSError) as exc:
+            log.warning("session store: cannot sweep expired sessions (%s: %s)", type(exc).__name__, exc)
+            return []
+        return gone
+
+    async def _remove(self, session_id: str) -> Session | None:
+        """Removes the session if this caller is the one that takes it out of ``idle``."""
+        if not await self.client.zrem(self._idle, session_id):
+            return None
+        text = await self.client.getdel(self._key(session_id))
+        if text is None:
+            return None
+        session = Session.from_json(text)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self._client_key(session.client), session_id)
+            pipe.hincrby(self._scopes_key, session.scope, -1)
+            await pipe.execute()
+        return session
+
+    async def _refresh_counts(self) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._idle)
+            pipe.hgetall(self._scopes_key)
+            count, scopes = await pipe.execute()
+        self._count = int(count)
+        self._scopes = {_text(k): int(v) for k, v in scopes.items() if int(v) > 0}
+
+    @contextlib.asynccontextmanager
+    async def lock(self, session_id: str) -> AsyncIterator[None]:
+        """Held by one request of one instance at a time: a local lock first (callers of this
+        process queue without polling Redis), then a Redis lock with an owner token and a TTL."""
+        local = self._local_locks.setdefault(session_id, asyncio.Lock())
+        try:
+            async with local:
+                key, token = f"{self.prefix}lock:{session_id}", secrets.token_hex(8)
+                try:
+                    # Another instance holds it: poll (Redis has no wake-up for a key's deletion short of
+                    # pub/sub, and re-opening an upstream session is rare and quick).
+                    while not await self.client.set(key, token, nx=True, px=LOCK_TTL_MS):  # noqa: ASYNC110
+                        await asyncio.sleep(LOCK_POLL)
+                except (RedisError, OSError) as exc:
+                    raise unavailable(exc) from None
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._unlock(keys=[key], args=[token])
+        finally:
+            if not local.locked():
+                self._local_locks.pop(session_id, None)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
