@@ -243,7 +243,12 @@ def start(
     from mcpgate import server  # the whole gateway: imported only by the verb that runs it
 
     try:
-        code = server.run(config)
+        if config.server.workers > 1:
+            from mcpgate.workers import supervise
+
+            code = supervise(config)
+        else:
+            code = server.run(config)
     except server.StartupError as exc:
         exit_with(EXIT_CONFIG, f"mcpgate: cannot start: {exc}")
     except OSError as exc:

@@ -31,6 +31,7 @@ from mcpgate.limits import Limiter, display_url
 from mcpgate.limits.rules import StoreUnavailable
 from mcpgate.observability import otel
 from mcpgate.observability.recorder import Recorder
+from mcpgate.observability.shared import Shared
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.session_redis import RedisSessionStore
@@ -41,6 +42,7 @@ from mcpgate.upstream.channel import Channel
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 from mcpgate.upstream.sse import SseUpstream
 from mcpgate.upstream.stdio import StdioProcess
+from mcpgate.workers import SHARED_DIR_ENV, worker_slot
 
 if TYPE_CHECKING:
     from mcpgate.observability.otel import Tracing
@@ -71,6 +73,7 @@ class Gateway:
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
     recorder: Recorder | None = None  # metrics, audit log, access lines
     limiter: Limiter | None = None  # None: no rate_limit section, nothing is limited
+    shared_metrics: Shared | None = None  # under server.workers: this worker's numbers, for its peers
     tracing: Tracing | None = None  # OpenTelemetry, made at start when observability.tracing is on
     # stdio and legacy HTTP+SSE upstreams: each channel, and the bridge that serves it to the rest
     # of the gateway as Streamable HTTP.
@@ -169,6 +172,11 @@ class Gateway:
             except OSError as exc:
                 raise StartupError(f"observability.audit.path: cannot open it ({exc.strerror})") from None
             self.recorder.audit.start_flushing()
+        slot, shared_dir = worker_slot(), os.environ.get(SHARED_DIR_ENV)
+        if self.recorder is not None and self.recorder.metrics is not None and slot is not None and shared_dir:
+            self.shared_metrics = Shared(self.recorder.metrics, shared_dir, slot)
+            self.recorder.metrics.collector.peers = self.shared_metrics.peers
+            self.shared_metrics.start()
         if self.auth is not None:
             await self.auth.start()
         if self.limiter is not None:
@@ -240,6 +248,8 @@ class Gateway:
             await self.limiter.close()
         if self.recorder is not None:
             self.recorder.drain()  # what the last turn of the loop recorded
+            if self.shared_metrics is not None:
+                await self.shared_metrics.close()  # the last numbers, for the workers still running
             if self.recorder.audit is not None:
                 self.recorder.audit.close()
         if self.tracing is not None:

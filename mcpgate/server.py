@@ -29,6 +29,7 @@ from mcpgate.limits import HEADERS_KEY
 from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.unified import UNIFIED
+from mcpgate.workers import worker_slot
 
 log = logging.getLogger("mcpgate.server")
 
@@ -80,6 +81,9 @@ async def readiness(request: web.Request) -> web.Response:
         body["auth"] = gateway.auth.status()
     if gateway.policy is not None and gateway.policy.shadow:
         body["policy"] = {"shadow": True, "would_deny": gateway.shadow_denials}
+    slot = worker_slot()
+    if slot is not None:  # which of the server.workers processes answered
+        body["worker"] = {"slot": slot, "pid": os.getpid()}
     return web.json_response(body, status=200 if ready else 503, dumps=lambda o: jsonrpc.dumps(o).decode())
 
 
@@ -220,11 +224,15 @@ class Server:
         runner = make_runner(app, config)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+            # Workers share the port: the kernel spreads connections across them (``workers``).
+            shared = config.server.workers > 1
+            site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True, reuse_port=shared)
             await site.start()
             self.bound = [addr[:2] for addr in runner.addresses]
+            slot = worker_slot()
+            who = "" if slot is None else f" worker {slot} (pid {os.getpid()})"
             for host, port in self.bound:
-                log.info("mcpgate %s listening on http://%s:%s", __version__, _fmt_host(host), port)
+                log.info("mcpgate %s%s listening on http://%s:%s", __version__, who, _fmt_host(host), port)
             self._warn_about_exposure()
             if on_ready is not None:
                 on_ready(self)

@@ -262,28 +262,6 @@ def test_validate_builds_what_start_would(tmp_path: Path, monkeypatch: pytest.Mo
     assert last == "1 error(s)"
 
 
-UNENFORCED = {
-    "server: {workers: 2}\nsessions: {backend: redis}": "server.workers",
-}
-
-
-@pytest.mark.parametrize(("section", "path"), UNENFORCED.items(), ids=list(UNENFORCED.values()))
-def test_sections_this_build_does_not_enforce_are_errors(
-    tmp_path: Path, captured_run: list[Config], section: str, path: str
-) -> None:
-    """Fail closed: a configured section that would be ignored stops validate (1) and start (78)."""
-    config = tmp_path / "gateway.yml"
-    config.write_text(f"upstreams:\n  demo: {{url: http://127.0.0.1:9000/mcp}}\n{section}\n")
-    checked = invoke("validate", "-c", str(config))
-    assert checked.exit_code == 1
-    match = ISSUE_LINE.match(checked.stderr.splitlines()[0])
-    assert match is not None and match["path"] == path and match["line"] == "3"
-    assert "not" in match["message"] and "version" in match["message"]
-    started = invoke("start", "-c", str(config))
-    assert started.exit_code == 78
-    assert captured_run == []
-
-
 def test_switched_off_sections_are_accepted(tmp_path: Path, captured_run: list[Config]) -> None:
     config = tmp_path / "gateway.yml"
     config.write_text(
@@ -655,6 +633,7 @@ def captured_run(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
         return 0
 
     monkeypatch.setattr(mcpgate.server, "run", fake_run)
+    monkeypatch.setattr("mcpgate.workers.supervise", fake_run)  # server.workers > 1: no fork either
     return seen
 
 
@@ -686,8 +665,6 @@ def test_start_default_when_neither_file_nor_flag(tmp_path: Path, captured_run: 
 
 
 def test_start_every_override(tmp_path: Path, captured_run: list[Config], monkeypatch: pytest.MonkeyPatch) -> None:
-    # About override precedence only: pretend this build runs redis and several workers.
-    monkeypatch.setattr("mcpgate.config.load.unsupported", lambda data: iter(()))
     path = tmp_path / "shared.yml"
     path.write_text(CONFIG + "sessions: {backend: redis}\nrate_limit: {backend: redis}\n")
     args = ["--host", "::1", "--port", "9100", "--workers", "2", "--shutdown-timeout", "3.5", "--log-format", "json"]

@@ -82,6 +82,7 @@ async def test_idle_sessions_expire_once_across_instances_and_use_keeps_them(
     expired = await asyncio.gather(one.expire(), two.expire())
     assert sorted(s.id for batch in expired for s in batch) == ["dropped"]  # one of them ends it
     assert await one.get("dropped") is None
+    assert await one.expire() == []  # counts are as of a sweep: this one sees the other's removal
     assert (len(one), one.count_by_scope()) == (1, {"demo": 1})
     clock.now += 61
     assert await two.get("kept") is None  # too old to use, whoever asks

@@ -20,6 +20,7 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from mcpgate import __version__
 from mcpgate.observability.audit import AuditEvent
+from mcpgate.observability.shared import SUMMED_LIVE, Snapshot
 from mcpgate.policy import MCP_METHODS
 
 Labels = tuple[str | int, ...]  # label values; an int (a status) is made a string at scrape time
@@ -61,6 +62,7 @@ class _Collector:
         self.counters: dict[str, tuple[str, list[str], dict[Labels, float]]] = {}
         self.histograms: dict[str, tuple[str, list[str], dict[Labels, list[float]]]] = {}
         self.live = live
+        self.peers: Callable[[], list[Snapshot]] | None = None  # other workers' numbers (``shared``)
 
     def counter(self, name: str, documentation: str, labels: list[str]) -> dict[Labels, float]:
         values: dict[Labels, float] = {}
@@ -76,25 +78,29 @@ class _Collector:
         return []
 
     def collect(self) -> Iterator[Any]:
+        peers = self.peers() if self.peers is not None else []
         for name, (documentation, labels, values) in self.counters.items():
             counter = CounterMetricFamily(name, documentation, labels=labels)
-            for label_values, total in values.items():
+            for label_values, total in _summed(values, [p.counters.get(name, []) for p in peers]).items():
                 counter.add_metric([str(value) for value in label_values], total)
             yield counter
         for name, (documentation, labels, series) in self.histograms.items():
             histogram = HistogramMetricFamily(name, documentation, labels=labels)
-            for label_values, counts in series.items():
+            for label_values, counts in _summed_series(series, [p.histograms.get(name, []) for p in peers]).items():
                 running, buckets = 0.0, []
                 for bound, count in zip(BOUNDS, counts, strict=False):
                     running += count
                     buckets.append((bound, running))
                 histogram.add_metric([str(value) for value in label_values], buckets, counts[-1])
             yield histogram
-        live = self.live() if self.live is not None else {}
+        live: dict[str, Any] = dict(self.live()) if self.live is not None else {}
+        if peers:
+            streams = _summed(dict(live.get(SUMMED_LIVE, ())), [p.streams for p in peers])
+            live[SUMMED_LIVE] = list(streams.items())
         for name, documentation, labels in LIVE:
             family = GaugeMetricFamily(name, documentation, labels=labels)
             for label_values, value in live.get(name, ()):
-                family.add_metric(list(label_values), value)
+                family.add_metric([str(value) for value in label_values], value)
             yield family
         info = GaugeMetricFamily("mcpgate_build_info", "The running version", labels=["version"])
         info.add_metric([__version__], 1)
@@ -109,13 +115,37 @@ LIVE: Final = (
 BOUNDS: Final = (*(str(b) for b in BUCKETS), "+Inf")
 
 
+def _summed(mine: Mapping[Labels, float], others: list[list[tuple[Labels, float]]]) -> dict[Labels, float]:
+    if not others:
+        return dict(mine)
+    total = dict(mine)
+    for rows in others:
+        for labels, value in rows:
+            total[labels] = total.get(labels, 0) + value
+    return total
+
+
+def _summed_series(
+    mine: Mapping[Labels, list[float]], others: list[list[tuple[Labels, list[float]]]]
+) -> dict[Labels, list[float]]:
+    if not others:
+        return dict(mine)
+    total = {labels: list(counts) for labels, counts in mine.items()}
+    for rows in others:
+        for labels, counts in rows:
+            into = total.setdefault(labels, [0.0] * len(counts))
+            for i, count in enumerate(counts):
+                into[i] += count
+    return total
+
+
 class Metrics:
     def __init__(self, servers: Iterable[str], max_label_values: int) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._servers = frozenset(servers)
         self._tool = BoundedLabel(max_label_values)
         self._client = BoundedLabel(max_label_values)
-        self._collector = c = _Collector(None)
+        self.collector = self._collector = c = _Collector(None)
         self.registry.register(c)
         self.requests = c.counter("mcpgate_requests", "MCP requests answered", ["server", "method", "status"])
         self.duration = c.histogram("mcpgate_request_duration_seconds", "Time to answer", ["server", "method"])
