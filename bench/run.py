@@ -1,7 +1,7 @@
 """Measure what the gateway costs: the same MCP load, direct to a stub upstream and through mcpgate.
 
     python bench/run.py [--duration 5] [--concurrency 1,64] [--mode legacy|modern] [--sse]
-                        [--secured] [--observed] [--json]
+                        [--secured] [--observed] [--limited] [--redis] [--workers N] [--json]
 
 Starts bench/stub_upstream.py and `python -m mcpgate start` on free loopback ports, runs a
 closed-loop `tools/call` load against each, prints one table, and always stops both children.
@@ -76,17 +76,37 @@ class Result:
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User plus system CPU time a process has used so far, from /proc (None elsewhere).
+    """User plus system CPU time a process and its live children have used so far, from /proc
+    (None elsewhere); the children are the workers of a ``--workers`` gateway.
 
     Requests per second move with whatever else shares the machine; the CPU time the gateway
     spends per request barely does, so it tells two variants of the gateway apart far better."""
     if pid is None:
         return None
+    total = _own_cpu(pid)
+    if total is None:
+        return None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _parent(entry.name) == pid:
+            total += _own_cpu(int(entry.name)) or 0.0
+    return total
+
+
+def _stat(pid: int | str) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _own_cpu(pid: int) -> float | None:
+    fields = _stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _parent(pid: str) -> int | None:
+    fields = _stat(pid)
+    return None if fields is None else int(fields[1])
 
 
 def cpu_per_request(before: float | None, after: float | None, requests: int) -> float | None:
@@ -174,6 +194,36 @@ def secured_sections() -> str:
     )
 
 
+HUGE_BUCKET = "{capacity: 1000000000, refill_per_second: 1000000000}"  # checked on every call, never empty
+
+
+def start_redis(started: list[Child], directory: Path) -> str:
+    """A private redis-server for the redis and workers targets."""
+    if shutil.which("redis-server") is None:
+        raise SetupError("--redis and --workers need redis-server (Debian: apt install redis-server)")
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
+    child = Child("redis-server", argv)
+    started.append(child)
+    child.wait_listening(port)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def variant_sections(variant: str, redis_url: str | None) -> str:
+    """limited: memory buckets; redis: buckets and sessions in Redis; workers: sessions in Redis
+    (what validate asks of several workers)."""
+    if variant == "limited":
+        return f"rate_limit:\n  default: {HUGE_BUCKET}\n"
+    if variant == "redis":
+        return (
+            f"rate_limit:\n  backend: redis\n  redis_url: '{redis_url}'\n  default: {HUGE_BUCKET}\n"
+            f"sessions: {{backend: redis, redis_url: '{redis_url}'}}\n"
+        )
+    if variant == "workers":
+        return f"sessions: {{backend: redis, redis_url: '{redis_url}'}}\n"
+    return ""
+
+
 def observed_sections(config_dir: Path, on: bool) -> str:
     """Metrics and an audit log to a file (on), or neither (the baseline of an --observed run)."""
     if not on:
@@ -189,6 +239,8 @@ def start_gateway(
     endpoint: str = "server",
     variant: str = "gateway",
     observed: bool = False,
+    redis_url: str | None = None,
+    workers: int = 1,
 ) -> str:
     """``variant``: gateway (plain), secured (an API key and a 20-rule policy) or observed (metrics and
     audit on). With ``observed``, the plain gateway runs with metrics off, so that the difference is theirs."""
@@ -198,9 +250,12 @@ def start_gateway(
         text += secured_sections()
     if variant == "observed" or observed:
         text += observed_sections(config_dir, variant == "observed")
+    text += variant_sections(variant, redis_url)
     config.write_text(text)
     port = free_port()
     argv = [sys.executable, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port), "--log-level", "warning"]
+    if variant == "workers":
+        argv += ["--workers", str(workers)]
     child = Child(variant, argv)
     started.append(child)
     child.wait_listening(port)
@@ -510,6 +565,15 @@ def environment() -> dict[str, Any]:
     }
 
 
+VARIANTS = (
+    ("secured", "auth + policy"),
+    ("observed", "metrics + audit"),
+    ("limited", "rate limits (memory)"),
+    ("redis", "rate limits + sessions in Redis"),
+    ("workers", "several workers"),
+)
+
+
 def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
     by_level = {(r["concurrency"], r["target"]): r for r in ratios(results)}
     shown = {k: v for k, v in settings.items() if k not in ("environment", "concurrency")} | settings["environment"]
@@ -535,7 +599,7 @@ def render_table(results: Sequence[Result], settings: dict[str, Any]) -> str:
     for level in sorted({r.concurrency for r in results}):
         plain = by_level.get((level, "gateway"))
         plain_cpu = measured[(level, "gateway")].cpu_us if (level, "gateway") in measured else None
-        for target, what in (("secured", "auth + policy"), ("observed", "metrics + audit")):
+        for target, what in VARIANTS:
             other = by_level.get((level, target))
             if plain and other:
                 cost = 1 - other["rps_ratio"] / plain["rps_ratio"]
@@ -577,6 +641,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--observed",
         action="store_true",
         help="also measure a gateway with metrics and an audit log on (target 'observed'; 'gateway' then runs without)",
+    )
+    parser.add_argument(
+        "--limited", action="store_true", help="also measure a gateway with memory rate limits (target 'limited')"
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also measure rate limits and sessions in a private redis-server (target 'redis')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure N worker processes, sessions in a private redis-server (target 'workers')",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--no-gateway", action="store_true", help="direct only: the load generator's own ceiling")
@@ -635,6 +714,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.observed:
                     targets["observed"] = start_gateway(started, stub_url, directory, args.endpoint, "observed")
                     pids["observed"] = started[-1].proc.pid
+                if args.limited:
+                    targets["limited"] = start_gateway(started, stub_url, directory, args.endpoint, "limited")
+                    pids["limited"] = started[-1].proc.pid
+                redis_url = start_redis(started, directory) if args.redis or args.workers > 1 else None
+                if args.redis:
+                    targets["redis"] = start_gateway(
+                        started, stub_url, directory, args.endpoint, "redis", redis_url=redis_url
+                    )
+                    pids["redis"] = started[-1].proc.pid
+                if args.workers > 1:
+                    workers = args.workers
+                    targets["workers"] = start_gateway(
+                        started, stub_url, directory, args.endpoint, "workers", redis_url=redis_url, workers=workers
+                    )
+                    pids["workers"] = started[-1].proc.pid
             with asyncio.Runner(loop_factory=_new_loop) as runner:
                 results = runner.run(
                     measure(targets, args.mode, args.levels, args.duration, args.warmup, args.tool, pids)
@@ -652,6 +746,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "endpoint": args.endpoint,
         "secured": args.secured,
         "observed": args.observed,
+        "limited": args.limited,
+        "redis": args.redis,
+        "workers": args.workers,
         "duration": args.duration,
         "warmup": args.warmup,
         "concurrency": args.levels,

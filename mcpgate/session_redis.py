@@ -10,9 +10,14 @@ Keys, under ``<prefix>:session:``:
 - ``lock:<id>``: the cross-instance lock around re-opening an upstream session.
 
 Whoever removes an id from ``idle`` (``ZREM`` answers 1 to one caller only) owns the removal, so
-two instances expiring or deleting the same session end its upstream sessions once. A session's
-use is written back at most once a second: idle timeouts are minutes, and a read-only request
-then costs one round trip.
+two instances expiring or deleting the same session end its upstream sessions once.
+
+A session read from Redis is kept here for a second (``FRESH``), shared by this process's
+requests as the memory store shares its objects, and its use is written back when it is read
+again: idle timeouts are minutes, and a client's burst of calls then costs Redis nothing. What
+another instance changes in that second is caught where it matters: an upstream session it
+re-opened makes ours answer 404, and re-opening reloads the session under the lock first (and
+finds it gone if it was deleted, which the client then learns).
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mcpgate.errors import GatewayError
+from mcpgate.redis_batch import Batch
 from mcpgate.sessions import Session, SessionStore, session_limit
 
 log = logging.getLogger("mcpgate.sessions")
 
 TIMEOUT: Final = 1.0  # seconds for one Redis command
-TOUCH_EVERY: Final = 1.0  # seconds: how stale a session's last use may be written back
+FRESH: Final = 1.0  # seconds a session read from Redis is served from this process's memory
+MAX_FRESH: Final = 10_000
 LOCK_TTL_MS: Final = 30_000  # a lock outlives a crashed holder by at most this
 LOCK_POLL: Final = 0.05
 # Deletes the lock only if it is still ours (it may have expired and been taken by another).
@@ -56,6 +63,7 @@ class RedisSessionStore(SessionStore):
         max_sessions: int = 10_000,
         max_per_client: int = 1_000,
         clock: Callable[[], float] = time.time,
+        fresh: float = FRESH,
     ) -> None:
         super().__init__(idle_timeout, max_sessions=max_sessions, max_per_client=max_per_client)
         self.url = url
@@ -65,6 +73,9 @@ class RedisSessionStore(SessionStore):
         self.prefix = f"{key_prefix}:session:"
         self._clock = clock
         self._unlock: Any = self.client.register_script(UNLOCK)
+        self._batch = Batch(self.client)
+        self._recent: dict[str, tuple[float, Session]] = {}  # id -> (monotonic when read, session)
+        self._fresh = fresh
         self._scopes: dict[str, int] = {}
         self._count = 0
         self._local_locks: dict[str, asyncio.Lock] = {}
@@ -139,11 +150,14 @@ class RedisSessionStore(SessionStore):
         return evicted
 
     async def get(self, session_id: str) -> Session | None:
+        recent = self._recent.get(session_id)
+        if recent is not None and time.monotonic() - recent[0] < self._fresh:
+            return recent[1]
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.get(self._key(session_id))
-                pipe.zscore(self._idle, session_id)
-                text, last_seen = await pipe.execute()
+            # Two commands, one round trip: concurrent requests' reads share a pipeline (``redis_batch``).
+            text, last_seen = await asyncio.gather(
+                self._batch.execute("GET", self._key(session_id)), self._batch.execute("ZSCORE", self._idle, session_id)
+            )
             if text is None or last_seen is None:
                 return None
             session = Session.from_json(text)
@@ -151,17 +165,21 @@ class RedisSessionStore(SessionStore):
             if now - float(last_seen) > self.idle_timeout:
                 await self._remove(session_id)
                 return None
-            session.last_seen = float(last_seen)
-            if now - session.last_seen >= TOUCH_EVERY:
-                session.last_seen = now
-                async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.zadd(self._idle, {session_id: now}, xx=True)
-                    pipe.zadd(self._client_key(session.client), {session_id: now}, xx=True)
-                    pipe.pexpire(self._key(session_id), self._ttl_ms())
-                    await pipe.execute()
+            session.last_seen = now
+            await asyncio.gather(
+                self._batch.execute("ZADD", self._idle, "XX", now, session_id),
+                self._batch.execute("ZADD", self._client_key(session.client), "XX", now, session_id),
+                self._batch.execute("PEXPIRE", self._key(session_id), self._ttl_ms()),
+            )
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from None
+        self._keep(session)
         return session
+
+    def _keep(self, session: Session) -> None:
+        if len(self._recent) >= MAX_FRESH:
+            self._recent.clear()  # a second's worth at most: cheaper to refetch than to sort
+        self._recent[session.id] = (time.monotonic(), session)
 
     async def save(self, session: Session) -> None:
         try:
@@ -174,8 +192,10 @@ class RedisSessionStore(SessionStore):
             text = await self.client.get(self._key(session.id))
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from None
-        if text is not None:
-            session.upstream_sessions = Session.from_json(text).upstream_sessions
+        if text is None:  # ended on another instance meanwhile
+            self._recent.pop(session.id, None)
+            raise GatewayError("session_not_found")
+        session.upstream_sessions = Session.from_json(text).upstream_sessions
 
     async def delete(self, session_id: str) -> Session | None:
         try:
@@ -196,6 +216,7 @@ class RedisSessionStore(SessionStore):
 
     async def _remove(self, session_id: str) -> Session | None:
         """Removes the session if this caller is the one that takes it out of ``idle``."""
+        self._recent.pop(session_id, None)
         if not await self.client.zrem(self._idle, session_id):
             return None
         text = await self.client.getdel(self._key(session_id))
@@ -241,6 +262,7 @@ class RedisSessionStore(SessionStore):
                 self._local_locks.pop(session_id, None)
 
     async def close(self) -> None:
+        await self._batch.close()
         await self.client.aclose()
 
 

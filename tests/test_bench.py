@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from mcpgate.sse import SSEParser
+from tests.conftest import require_or_skip
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 LEGACY = "2025-11-25"
@@ -234,3 +235,13 @@ def test_bench_through_the_gateway_end_to_end(mode: str) -> None:
     assert report["ratios"][0]["concurrency"] == 1
     if Path("/proc/self/stat").exists():  # each process's own CPU time, measured around its run
         assert all(r["cpu_us"] is not None and r["cpu_us"] >= 0 for r in report["results"])
+
+
+@pytest.mark.skipif(not _gateway_cli_works(), reason="`python -m mcpgate start --help` does not work yet")
+def test_bench_measures_rate_limits_redis_and_workers() -> None:
+    if shutil.which("redis-server") is None:
+        require_or_skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    report = run_bench("--limited", "--redis", "--workers", "2")
+    assert [r["target"] for r in report["results"]] == ["direct", "gateway", "limited", "redis", "workers"]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["results"])
+    assert {r["target"] for r in report["ratios"]} == {"gateway", "limited", "redis", "workers"}

@@ -16,7 +16,7 @@ from mcpgate.config import load_config
 from mcpgate.config.model import Bucket
 from mcpgate.gateway import Gateway, StartupError
 from mcpgate.limits.memory import MemoryBuckets
-from mcpgate.limits.redis import RETRY_AFTER_FAILURE
+from mcpgate.limits.redis import RETRY_AFTER_FAILURE, RedisBuckets
 from mcpgate.limits.rules import RateLimits, take
 from tests.conftest import RedisServer, free_port
 from tests.gateway_harness import modern_call, modern_headers, running_gateway
@@ -236,6 +236,19 @@ async def test_redis_buckets_are_exact_under_a_burst_and_shared_by_two_gateways(
                     burst(http, two.endpoint("alpha"), "whoami", ENG, 10),
                 )
     assert sorted(first + second) == [200] * 8 + [429] * 12  # one budget for the fleet
+
+
+async def test_far_more_concurrent_requests_than_redis_connections_are_exact(redis_server: RedisServer) -> None:
+    """redis-py's pool holds 100 connections; the calls of one turn of the loop share a pipeline,
+    so a burst of 1000 neither runs out of connections nor miscounts."""
+    store = RedisBuckets(redis_server.url, "burst")
+    bucket = Bucket(capacity=250, refill_per_second=0.001)
+    try:
+        answers = await asyncio.gather(*(store.take(f"k{n % 2}", bucket) for n in range(1000)))
+    finally:
+        await store.close()
+    assert sum(a.allowed for a in answers) == 500  # 250 from each of the two buckets
+    assert sorted({a.remaining for a in answers if a.allowed}) == list(range(250))
 
 
 async def test_key_prefixes_keep_two_deployments_apart(

@@ -41,9 +41,9 @@ def make(sid: str | None = None, client: str = "addr:127.0.0.1", scope: str = "d
 @pytest.fixture
 async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RedisSessionStore, RedisSessionStore, Clock]]:
     """Two stores on one Redis, as two gateway instances would have, sharing a clock."""
-    clock = Clock()
-    one = RedisSessionStore(redis_server.url, "t", 60, max_sessions=3, max_per_client=2, clock=clock)
-    two = RedisSessionStore(redis_server.url, "t", 60, max_sessions=3, max_per_client=2, clock=clock)
+    clock = Clock()  # fresh=0: every read goes to Redis, so the store's own rules show
+    one = RedisSessionStore(redis_server.url, "t", 60, max_sessions=3, max_per_client=2, clock=clock, fresh=0)
+    two = RedisSessionStore(redis_server.url, "t", 60, max_sessions=3, max_per_client=2, clock=clock, fresh=0)
     await one.check()
     try:
         yield one, two, clock
@@ -101,6 +101,24 @@ async def test_the_caps_hold_for_the_fleet(stores: tuple[RedisSessionStore, Redi
     with pytest.raises(GatewayError) as refused:  # three sessions in the fleet: the limit
         await two.create(make("carol", client="carol"))
     assert refused.value.reason.name == "session_limit" and refused.value.status == 503
+
+
+async def test_a_read_session_is_served_from_memory_for_a_moment_then_read_again(redis_server: RedisServer) -> None:
+    one = RedisSessionStore(redis_server.url, "f", 60, fresh=0.3)
+    two = RedisSessionStore(redis_server.url, "f", 60, fresh=0.3)
+    session = make()
+    await one.create(session)
+    first = await two.get(session.id)
+    assert first is not None and await two.get(session.id) is first  # no round trip
+    await one.delete(session.id)
+    assert await two.get(session.id) is first  # another instance's delete is seen within `fresh`...
+    with pytest.raises(GatewayError) as gone:
+        await two.reload(first)  # ...but never by the re-open path, which reads Redis under the lock
+    assert gone.value.reason.name == "session_not_found"
+    await asyncio.sleep(0.35)
+    assert await two.get(session.id) is None
+    await one.close()
+    await two.close()
 
 
 async def test_the_lock_holds_across_instances(stores: tuple[RedisSessionStore, RedisSessionStore, Clock]) -> None:

@@ -51,10 +51,19 @@ class Gateway:
             return exc.code, dict(exc.headers), exc.read()
 
     def worker(self) -> tuple[int, int]:
+        """Which worker answered; one that is still probing its upstream answers 503, and says so too."""
         status, body = self.get("/readyz")
-        assert status == 200, body
+        assert status in (200, 503), body
         found = json.loads(body)["worker"]
         return found["slot"], found["pid"]
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while ready < 10:  # ten answers in a row, from whichever workers
+            assert time.monotonic() < deadline, self.log.read_text()
+            ready = ready + 1 if self.get("/readyz")[0] == 200 else 0
+            time.sleep(0.02)
 
     def requests_total(self) -> float:
         _, body = self.get("/metrics")
@@ -91,6 +100,7 @@ def config_text(upstream: str, redis_url: str, capacity: int = 1000) -> str:
 def gateway(mcp_upstream_url: str, redis_server: RedisServer, tmp_path: Path) -> Iterator[Gateway]:
     gw = start(config_text(mcp_upstream_url, redis_server.url, capacity=8), tmp_path)
     try:
+        gw.wait_ready()
         yield gw
     finally:
         stop_process(gw.proc)

@@ -56,6 +56,7 @@ class Limiter:
             else:
                 store = MemoryBuckets()
         self.store = store
+        self._take_now = store.take_now if isinstance(store, MemoryBuckets) else None
 
     async def start(self) -> None:
         """A Redis store must answer now: a gateway that cannot enforce its limits does not start."""
@@ -72,8 +73,12 @@ class Limiter:
     async def admit(self, ctx: RequestContext) -> None:
         """Takes a token for each request in the message, or raises ``rate_limited``."""
         message = ctx.message
-        for part in message if isinstance(message, list) else (message,):
-            if isinstance(part, Message) and part.kind == "request" and part.method is not None:
+        if type(message) is Message:  # the common case, without a loop
+            if message.kind == "request" and message.method is not None:
+                await self._admit_one(ctx, message, message.method)
+            return
+        for part in message if isinstance(message, list) else ():
+            if part.kind == "request" and part.method is not None:
                 await self._admit_one(ctx, part, part.method)
 
     async def _admit_one(self, ctx: RequestContext, message: Message, method: str) -> None:
@@ -86,7 +91,10 @@ class Limiter:
         if limit is None:
             return
         try:
-            answer = await self.store.take(limit.key, limit.bucket)
+            if self._take_now is not None:  # memory: no coroutine to make and await
+                answer = self._take_now(limit.key, limit.bucket)
+            else:
+                answer = await self.store.take(limit.key, limit.bucket)
         except StoreUnavailable:
             ctx.rate_limit = ("unavailable", limit.where)
             if self.config.on_backend_error == "allow":

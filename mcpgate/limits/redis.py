@@ -2,21 +2,24 @@
 
 Each request runs one Lua script, atomically, on the Redis server's own clock (``TIME``), so
 instances whose clocks disagree still agree on the buckets. The script is registered once and
-run by its SHA (``EVALSHA``); redis-py loads it again when a restarted server answers NOSCRIPT.
-A key expires once its bucket would be full again, so idle clients cost no memory.
+run by its SHA (``EVALSHA``), loaded again when a restarted server answers NOSCRIPT; the calls of
+one turn of the event loop share a pipeline (``redis_batch``). A key expires once its bucket
+would be full again, so idle clients cost no memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from mcpgate.config.model import Bucket
 from mcpgate.limits.rules import Outcome, StoreUnavailable, outcome
+from mcpgate.redis_batch import Batch
 
 log = logging.getLogger("mcpgate.limits")
 
@@ -60,21 +63,41 @@ class RedisBuckets:
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, health_check_interval=30
         )
         self._script: Any = self.client.register_script(TAKE)
+        self._batch = Batch(self.client)
+        self._loading = asyncio.Lock()
         self._down_since: float | None = None  # monotonic; while set, Redis is retried once a second
         self._next_try = 0.0
 
     async def check(self) -> None:
         """At start: Redis must answer, or the gateway does not start (raises RedisError/OSError)."""
         await self.client.ping()
+        await self._load()
+
+    async def _load(self) -> None:
+        """SCRIPT LOAD, by one caller while the others that met NOSCRIPT wait for it."""
+        async with self._loading:
+            if not (await self.client.script_exists(self._script.sha))[0]:
+                await self.client.script_load(TAKE)
 
     async def take(self, key: str, bucket: Bucket) -> Outcome:
         now = time.monotonic()
         if self._down_since is not None and now < self._next_try:
             raise StoreUnavailable  # do not make every request wait for a Redis that is down
+        command = (
+            "EVALSHA",
+            self._script.sha,
+            1,
+            self.prefix + key,
+            repr(bucket.capacity),
+            repr(bucket.refill_per_second),
+            "1",
+        )
         try:
-            allowed, tokens = await self._script(
-                keys=[self.prefix + key], args=[repr(bucket.capacity), repr(bucket.refill_per_second), "1"]
-            )
+            try:
+                allowed, tokens = await self._batch.execute(*command)
+            except NoScriptError:  # a restarted or flushed Redis: load it again, once for all callers
+                await self._load()
+                allowed, tokens = await self._batch.execute(*command)
         except (RedisError, OSError) as exc:
             self._failed(now, exc)
             raise StoreUnavailable from None
@@ -96,4 +119,5 @@ class RedisBuckets:
             )
 
     async def close(self) -> None:
+        await self._batch.close()
         await self.client.aclose()

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from mcpgate.config.model import Bucket, RateLimitConfig, RateLimitRule, any_match
 
 MEMO_SIZE: Final = 16_384
+MISSING: Final[Any] = object()
 SEP: Final = "\x1f"  # cannot occur in a method or a configured name: keys stay unambiguous
 
 
@@ -35,7 +36,7 @@ class Limit:
     bucket: Bucket
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per request, and frozen costs twice as much to make
 class Outcome:
     allowed: bool
     limit: int  # the bucket's capacity, for X-RateLimit-Limit
@@ -55,7 +56,10 @@ def take(tokens: float, elapsed: float, bucket: Bucket, cost: float = 1.0) -> tu
     """A bucket that held ``tokens`` ``elapsed`` seconds ago, asked for ``cost``: what it holds now,
     and the answer. The Redis script does the same sums on the server's clock."""
     capacity, refill = bucket.capacity, bucket.refill_per_second
-    tokens = min(capacity, tokens + max(elapsed, 0.0) * refill)
+    if elapsed > 0:
+        tokens += elapsed * refill
+        if tokens > capacity:
+            tokens = capacity
     allowed = tokens >= cost
     if allowed:
         tokens -= cost
@@ -65,11 +69,11 @@ def take(tokens: float, elapsed: float, bucket: Bucket, cost: float = 1.0) -> tu
 def outcome(allowed: bool, tokens: float, bucket: Bucket, cost: float = 1.0) -> Outcome:
     refill = bucket.refill_per_second
     return Outcome(
-        allowed=allowed,
-        limit=int(bucket.capacity),
-        remaining=max(int(tokens), 0),
-        retry_after=0.0 if allowed else (cost - tokens) / refill,
-        reset_after=(bucket.capacity - tokens) / refill,
+        allowed,
+        int(bucket.capacity),  # limit
+        int(tokens) if tokens > 0 else 0,  # remaining
+        0.0 if allowed else (cost - tokens) / refill,  # retry_after
+        (bucket.capacity - tokens) / refill,  # reset_after
     )
 
 
@@ -79,20 +83,28 @@ class RateLimits:
     def __init__(self, config: RateLimitConfig) -> None:
         self.config = config
         self.rules = config.rules
-        self._memo: dict[tuple[str, tuple[str, ...], str | None, str, str | None], int | None] = {}
+        # Whole answers, bucket key included: a client repeats the same few requests.
+        self._memo: dict[tuple[str, str, tuple[str, ...], str | None, str, str | None], Limit | None] = {}
 
     def limit_for(
         self, client_key: str, client_id: str, roles: tuple[str, ...], server: str | None, method: str, tool: str | None
     ) -> Limit | None:
         """``client_key`` names the caller's buckets (its identity, or its address when anonymous);
         ``client_id`` is what ``clients`` rules match. ``tool`` only for ``tools/call``."""
-        memo_key = (client_id, roles, server, method, tool)
-        index = self._memo.get(memo_key, -1)
-        if index == -1:
-            index = self._first_match(client_id, roles, server, method, tool)
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            self._memo[memo_key] = index
+        memo_key = (client_key, client_id, roles, server, method, tool)
+        found = self._memo.get(memo_key, MISSING)
+        if found is not MISSING:
+            return found  # type: ignore[no-any-return]
+        limit = self._limit(client_key, client_id, roles, server, method, tool)
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[memo_key] = limit
+        return limit
+
+    def _limit(
+        self, client_key: str, client_id: str, roles: tuple[str, ...], server: str | None, method: str, tool: str | None
+    ) -> Limit | None:
+        index = self._first_match(client_id, roles, server, method, tool)
         if index is None:
             default = self.config.default
             return None if default is None else Limit("rate_limit.default", f"d{SEP}{client_key}", default)
