@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from mcpgate.auth.apikeys import hash_key
 from mcpgate.config import load_config
@@ -19,7 +20,7 @@ from mcpgate.limits.memory import MemoryBuckets
 from mcpgate.limits.redis import RETRY_AFTER_FAILURE, RedisBuckets
 from mcpgate.limits.rules import RateLimits, take
 from tests.conftest import RedisServer, free_port
-from tests.gateway_harness import modern_call, modern_headers, running_gateway
+from tests.gateway_harness import POST_HEADERS, modern_call, modern_headers, raw_upstream, rpc, running_gateway
 
 ENG = "mgk_limits-engineer-0123456789"
 BOT = "mgk_limits-bot-0123456789abcdef"
@@ -214,7 +215,52 @@ async def test_a_denied_request_spends_no_token(named_upstreams: dict[str, str])
     assert denied == [403] * 3 and allowed == [200, 200, 429]
 
 
+async def test_a_2025_03_26_batch_takes_a_token_per_request_in_it() -> None:
+    async def upstream(request: web.Request) -> web.Response:
+        body = await request.json()
+        if isinstance(body, list):
+            return web.json_response([{"jsonrpc": "2.0", "id": m["id"], "result": {}} for m in body if "id" in m])
+        if body.get("method") == "initialize":
+            result = {"protocolVersion": "2025-03-26", "capabilities": {}, "serverInfo": {"name": "u"}}
+            return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": result},
+                                     headers={"Mcp-Session-Id": "up-1"})  # fmt: skip
+        return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": {}})
+
+    async with raw_upstream(upstream) as (url, _):
+        text = (
+            f"server: {{port: 0}}\nupstreams:\n  old: {{url: '{url}', heartbeat: {{interval: 1h}}}}\n"
+            "rate_limit:\n  default: {capacity: 3, refill_per_second: 0.001}\n"
+        )
+        async with running_gateway(load_config(text=text, source="b.yml")) as gw, aiohttp.ClientSession() as http:
+            headers = {**POST_HEADERS, "MCP-Protocol-Version": "2025-03-26"}
+            init = rpc("initialize", {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t"}})
+            async with http.post(gw.endpoint("old"), json=init, headers=headers) as resp:  # takes one
+                headers["Mcp-Session-Id"] = resp.headers["Mcp-Session-Id"]
+            note = rpc("notifications/initialized", id=None)  # takes none
+            batch = [rpc("ping", id=1), rpc("ping", id=2), note]
+            async with http.post(gw.endpoint("old"), json=batch, headers=headers) as resp:
+                assert resp.status == 200 and resp.headers["X-RateLimit-Remaining"] == "0"
+            async with http.post(gw.endpoint("old"), json=[rpc("ping", id=3)], headers=headers) as resp:
+                assert resp.status == 429
+
+
 # -- Redis ------------------------------------------------------------------------------------
+
+
+async def test_redis_buckets_refill_over_time(redis_server: RedisServer) -> None:
+    store = RedisBuckets(redis_server.url, "refill")
+    bucket = Bucket(capacity=2, refill_per_second=5)  # a token every 200 ms, on Redis's clock
+    try:
+        await store.check()
+        first = [await store.take("k", bucket) for _ in range(3)]
+        assert [a.allowed for a in first] == [True, True, False]
+        assert 0 < first[2].retry_after <= 0.2
+        await asyncio.sleep(first[2].retry_after + 0.02)
+        assert (await store.take("k", bucket)).allowed
+        await asyncio.sleep(0.6)  # full again, not fuller
+        assert [(await store.take("k", bucket)).allowed for _ in range(3)] == [True, True, False]
+    finally:
+        await store.close()
 
 
 def redis_section(url: str, capacity: int = 5, on_error: str = "deny", prefix: str = "mcpgate") -> str:
