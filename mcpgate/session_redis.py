@@ -147,7 +147,12 @@ class RedisSessionStore(SessionStore):
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from None
         self.evicted += len(evicted)
+        self._counted(session.scope, 1)  # until the next sweep reads the fleet's numbers
         return evicted
+
+    def _counted(self, scope: str, change: int) -> None:
+        self._count = max(0, self._count + change)
+        self._scopes[scope] = max(0, self._scopes.get(scope, 0) + change)
 
     async def get(self, session_id: str) -> Session | None:
         recent = self._recent.get(session_id)
@@ -227,6 +232,7 @@ class RedisSessionStore(SessionStore):
             pipe.zrem(self._client_key(session.client), session_id)
             pipe.hincrby(self._scopes_key, session.scope, -1)
             await pipe.execute()
+        self._counted(session.scope, -1)
         return session
 
     async def _refresh_counts(self) -> None:

@@ -1,0 +1,61 @@
+"""Every example configuration is valid, and the fleet example runs as its comment says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, RedisServer, free_port, stop_process, wait_for_port
+
+EXAMPLES = ROOT / "examples"
+SECRETS = {"GITHUB_MCP_TOKEN": "example-token", "KB_API_KEY": "example-key"}  # what production.yml reads
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yml")), ids=lambda p: p.name)
+def test_every_example_is_valid(path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mcpgate", "validate", "-c", str(path)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, **SECRETS},
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"valid" in done.stdout
+
+
+@pytest.mark.e2e
+def test_the_fleet_example_runs_two_workers_on_redis(redis_server: RedisServer, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_server.url, "MCPGATE_PORT": str(port)}
+    log = tmp_path / "fleet.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcpgate", "start", "-c", "examples/fleet.yml"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, proc)
+        workers: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(workers) < 2:  # both workers up, and their stdio demo servers healthy
+            assert time.monotonic() < deadline, log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
+                    workers.add(json.loads(resp.read())["worker"]["pid"])
+            except OSError:  # 503 while a worker's demo server is still starting
+                time.sleep(0.2)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, log.read_text()
