@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
@@ -653,7 +654,8 @@ async def probe_all(upstreams: Sequence[UpstreamConfig], seconds: float) -> list
 @click.option(
     "--url",
     metavar="URL",
-    help="Readiness endpoint to ask. Default: http://<server.host>:<server.port>/readyz from the config "
+    help="Readiness endpoint to ask; a base URL without a path (http://host:port) means its /readyz. "
+    "Default: http://<server.host>:<server.port>/readyz from the config "
     "(with MCPGATE_HOST/MCPGATE_PORT applied; 0.0.0.0 and :: mean 127.0.0.1) if a config file is found, "
     f"else {DEFAULT_HEALTH_URL}.",
 )
@@ -677,12 +679,12 @@ def health(
     \b
     Examples:
       mcpgate health
-      mcpgate health --url http://127.0.0.1:8080/readyz --timeout 2
+      mcpgate health --url http://127.0.0.1:8080 --timeout 2
       # Dockerfile:
       HEALTHCHECK CMD ["mcpgate", "health", "--url", "http://127.0.0.1:8080/readyz"]
     """
     configure_cli_logging(log_level, log_format)
-    target = url or default_health_url(config_path)
+    target = readiness_url(url) if url else default_health_url(config_path)
     shown = Redactor().url(target)
     verdict = asyncio.run(check_health(target, timeout))
     status, body, problem = verdict
@@ -694,6 +696,14 @@ def health(
     else:
         click.echo(line)
     sys.exit(EXIT_OK if healthy else EXIT_FAILURE)
+
+
+def readiness_url(url: str) -> str:
+    """A base URL (no path, or just "/") names the gateway: ask its /readyz, as a user means."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.path in ("", "/"):
+        return urllib.parse.urlunsplit(parts._replace(path="/readyz"))
+    return url
 
 
 def default_health_url(config_path: str | None) -> str:

@@ -547,6 +547,15 @@ def test_health_ok(readiness_server: Callable[[int, Any], str]) -> None:
     assert result.stdout == f"healthy: {url} (200)\n"
 
 
+def test_health_given_a_base_url_asks_its_readyz(readiness_server: Callable[[int, Any], str]) -> None:
+    url = readiness_server(200, {"status": "ready"})
+    base = url.removesuffix("/readyz")
+    for given in (base, base + "/"):
+        result = invoke("health", "--url", given)
+        assert result.exit_code == 0, result.stdout
+        assert result.stdout == f"healthy: {url} (200)\n"
+
+
 def test_health_not_ready(readiness_server: Callable[[int, Any], str]) -> None:
     body = {
         "status": "not_ready",
