@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from mcpgate.config import ConfigError, load_config
 from mcpgate.config.model import UpstreamAuth, UpstreamConfig
 from tests.conftest import free_port
 from tests.gateway_harness import (
@@ -178,6 +179,74 @@ async def test_upstream_answering_garbage(handler: Any, status: int | None) -> N
                 if status is not None:
                     assert body["error"]["data"]["status"] == status
                     assert "WWW-Authenticate" not in resp.headers
+
+
+async def test_forward_headers_pass_chosen_client_headers_to_that_upstream_only() -> None:
+    seen: dict[str, list[dict[str, str]]] = {"tenant": [], "plain": []}
+
+    def recorder(name: str) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            if request.headers.get("Mcp-Method") != "server/discover":  # not the heartbeat
+                seen[name].append({k.lower(): v for k, v in request.headers.items()})
+            return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"tools": []}})
+
+        return handle
+
+    async with raw_upstream(recorder("tenant")) as (tenant_url, _), raw_upstream(recorder("plain")) as (plain_url, _):
+        text = (
+            "server: {port: 0}\nupstreams:\n"
+            f"  tenant: {{url: '{tenant_url}', forward_headers: [X-Tenant, x-request-source, X-Region],"
+            " headers: {X-Region: eu-west}}\n"
+            f"  plain: {{url: '{plain_url}'}}\n"
+        )
+        async with running_gateway(load_config(text=text, source="f.yml")) as gw, aiohttp.ClientSession() as http:
+            headers = {
+                **modern_headers("tools/list"),
+                "X-Tenant": "acme",
+                "X-Request-Source": "ide",
+                "X-Region": "us-east",  # the upstream's configured value wins
+                "X-Other": "nope",
+            }
+            for name in ("tenant", "plain"):
+                async with http.post(gw.endpoint(name), json=modern_call("tools/list"), headers=headers) as resp:
+                    assert resp.status == 200
+    tenant, plain = seen["tenant"][0], seen["plain"][0]
+    assert (tenant["x-tenant"], tenant["x-request-source"], tenant["x-region"]) == ("acme", "ide", "eu-west")
+    assert "x-other" not in tenant
+    assert not {"x-tenant", "x-request-source", "x-region", "x-other"} & set(plain)
+
+
+@pytest.mark.parametrize(
+    ("listed", "why"),
+    [
+        ("Authorization", "a credential for the gateway"),
+        ("cookie", "a credential for the gateway"),
+        ("X-Gateway-Key", "a credential for the gateway"),  # auth.gateway_header
+        ("Mcp-Session-Id", "managed by the gateway"),
+        ("Transfer-Encoding", "managed by the gateway"),
+    ],
+)
+def test_credentials_and_hop_by_hop_headers_can_never_be_forwarded(listed: str, why: str) -> None:
+    text = (
+        "upstreams:\n"
+        f"  a: {{url: 'http://127.0.0.1:9/mcp', forward_headers: [x-tenant, {listed}]}}\n"
+        "auth:\n  gateway_header: X-Gateway-Key\n  api_keys: [{id: k, key_hash: 'sha256:" + "0" * 64 + "'}]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(text=text, source="f.yml")
+    [issue] = caught.value.issues
+    assert issue.path == "upstreams.a.forward_headers[1]" and issue.line == 2
+    assert f"{listed!r} can never be forwarded: it is {why}" in issue.message
+
+
+def test_forward_headers_are_for_streamable_http_upstreams() -> None:
+    for spec in (
+        "{command: [srv], forward_headers: [x-a]}",
+        "{url: 'http://127.0.0.1:9/sse', transport: sse, forward_headers: [x-a]}",
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_config(text=f"upstreams:\n  a: {spec}\n", source="f.yml")
+        assert any(i.path == "upstreams.a.forward_headers" for i in caught.value.issues)
 
 
 async def test_gateway_credentials_never_forwarded_and_upstream_auth_injected() -> None:

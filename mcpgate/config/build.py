@@ -103,6 +103,7 @@ _UPSTREAM: Converters = {
     "max_processes": int,
     "env": _pairs,
     "headers": _pairs,
+    "forward_headers": lambda names: frozenset(name.lower() for name in names),
     "auth": _upstream_auth,
     "timeout": _seconds,
     "connect_timeout": _seconds,

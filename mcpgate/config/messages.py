@@ -200,7 +200,16 @@ def _bound(validator: str, limit: Any, got: str) -> str:
 # Cross-references: what the schema cannot see. The data may still be malformed where the schema
 # already complained, so these look only at parts that have the expected shape.
 
-_HTTP_ONLY = ("headers", "auth")
+_HTTP_ONLY = ("headers", "auth", "forward_headers")
+# Never forwarded, whatever forward_headers says: the client's credentials are for the gateway,
+# and hop-by-hop or framing headers belong to one connection (RFC 9110 section 7.6.1).
+NEVER_FORWARDED = frozenset(
+    {
+        "authorization", "proxy-authorization", "cookie", "x-api-key", "api-key",
+        "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host",
+        "content-length", "mcp-session-id", "accept", "x-request-id",
+    }
+)  # fmt: skip
 _STDIO_ONLY = ("env", "cwd", "per_session", "max_processes", "lazy")
 
 
@@ -208,7 +217,8 @@ def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:
     upstreams = _dict(data.get("upstreams"))
     if upstreams:
         yield from _unknown_upstreams(data, list(upstreams), reveal)
-    yield from _upstream_shapes(upstreams)
+    gateway_header = _dict(data.get("auth")).get("gateway_header")
+    yield from _upstream_shapes(upstreams, gateway_header if isinstance(gateway_header, str) else None)
     yield from _shared_state(data)
     yield from _auth(data)
     yield from _metrics_path(data)
@@ -235,7 +245,24 @@ def _unknown_upstreams(data: dict[str, Any], names: list[str], reveal: Reveal) -
             yield Finding(path, f"unknown upstream {name!r}{hint} {known}")
 
 
-def _upstream_shapes(upstreams: dict[str, Any]) -> Iterator[Finding]:
+def _forward_headers(spec: dict[str, Any], path: KeyPath, gateway_header: str | None) -> Iterator[Finding]:
+    never = NEVER_FORWARDED | ({gateway_header.lower()} if gateway_header else set())
+    if spec.get("transport") == "sse" and "forward_headers" in spec:
+        yield Finding((*path, "forward_headers"), "forward_headers only applies to Streamable HTTP upstreams", "key")
+    for i, name in enumerate(_list(spec.get("forward_headers"))):
+        if isinstance(name, str) and name.lower() in never:
+            why = (
+                "a credential for the gateway"
+                if name.lower() in CREDENTIALS or name.lower() == (gateway_header or "").lower()
+                else "managed by the gateway, or meaningful for one connection only"
+            )
+            yield Finding((*path, "forward_headers", i), f"{name!r} can never be forwarded: it is {why}")
+
+
+CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+
+
+def _upstream_shapes(upstreams: dict[str, Any], gateway_header: str | None = None) -> Iterator[Finding]:
     prefixes: dict[str, str] = {}
     for name, spec in upstreams.items():
         spec, path = _dict(spec), ("upstreams", name)
@@ -249,6 +276,7 @@ def _upstream_shapes(upstreams: dict[str, Any]) -> Iterator[Finding]:
             if key in spec:
                 kind = "HTTP ('url')" if key in _HTTP_ONLY else "stdio ('command')"
                 yield Finding((*path, key), f"{key!r} only applies to {kind} upstreams", "key")
+        yield from _forward_headers(spec, path, gateway_header)
         prefix = spec.get("prefix")
         if isinstance(prefix, str) and prefix in prefixes:
             yield Finding((*path, "prefix"), f"prefix {prefix!r} is already used by upstream {prefixes[prefix]!r}")

@@ -123,6 +123,7 @@ class UpstreamConfig:
     list_cache_ttl: float = 30.0
     auth: UpstreamAuth | None = None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets
+    forward_headers: frozenset[str] = frozenset()  # lower-case client header names passed on
     tools: ToolFilter = ToolFilter()
     heartbeat: Heartbeat = Heartbeat()
 

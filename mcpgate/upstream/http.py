@@ -107,6 +107,7 @@ class HttpUpstream:
             base[config.auth.header] = config.auth.value
         elif url.user is not None:
             base["Authorization"] = aiohttp.encode_basic_auth(url.user, url.password or "")
+        self._forwarded = FORWARDED_HEADERS | config.forward_headers
         self._base_headers = base
         # POST: the whole answer (headers, and then each SSE gap) must come within `timeout`.
         self.call_timeout = aiohttp.ClientTimeout(
@@ -148,11 +149,13 @@ class HttpUpstream:
     def headers_for(
         self, client_headers: CIMultiDictProxy[str] | Mapping[str, str], *, accept: str, session_id: str | None
     ) -> CIMultiDict[str]:
-        """Allowlisted client headers plus the upstream's own configured ones."""
+        """Allowlisted client headers (the MCP ones, and ``forward_headers``) plus the upstream's own."""
         headers = self._base_headers.copy()
         for key, value in client_headers.items():
             lower = key.lower()
-            if lower in FORWARDED_HEADERS or lower.startswith(PARAM_HEADER_PREFIX):
+            if lower in self._forwarded or lower.startswith(PARAM_HEADER_PREFIX):
+                if key in self._base_headers:  # the operator's own value (upstream headers) wins
+                    continue
                 if not value.isascii():
                     # MCP sends values that are not header-safe as =?base64?...?=; raw bytes
                     # beyond ASCII cannot be relayed faithfully, so they are refused, not mangled.
