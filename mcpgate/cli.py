@@ -15,10 +15,11 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from mcpgate import __version__
 from mcpgate.cli_output import (
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     # The verbs that load a config import it where they need it.
     from mcpgate.auth.identity import Identity
     from mcpgate.config import Config, UpstreamConfig
+    from mcpgate.config.overrides import Overrides
     from mcpgate.routing import Router
     from mcpgate.upstream.probe import ProbeResult
 
@@ -132,6 +134,14 @@ def main() -> None:
 # -- shared plumbing ---------------------------------------------------------------------------
 
 
+def log_flags(log_level: str | None, log_format: str | None) -> list[tuple[str, str, object]]:
+    level = log_level.lower() if log_level is not None else None
+    return [
+        ("observability.logging.level", "log_level", level),
+        ("observability.logging.format", "log_format", log_format),
+    ]
+
+
 def log_overrides(log_level: str | None, log_format: str | None) -> dict[str, object]:
     overrides: dict[str, object] = {}
     if log_level is not None:
@@ -148,6 +158,7 @@ def load_or_exit(
     code: int,
     trailer: str = "{count} error(s)",
     check_support: bool = True,
+    origins: Mapping[str, str] | None = None,
 ) -> Config:
     """The configuration (``-`` reads stdin), or every issue on stderr and exit ``code``.
 
@@ -157,7 +168,7 @@ def load_or_exit(
     from mcpgate.config import ConfigError, load_config
 
     try:
-        return load_config(config_path, overrides=overrides, check_support=check_support)
+        return load_config(config_path, overrides=overrides, origins=origins, check_support=check_support)
     except ConfigError as err:
         count = print_issues(err)
         exit_with(code, trailer.format(count=count))
@@ -186,6 +197,43 @@ def exit_with(code: int, message: str | None = None) -> NoReturn:
 # -- start -------------------------------------------------------------------------------------
 
 
+def set_option(func: F) -> F:
+    return click.option(
+        "--set",
+        "set_values",
+        multiple=True,
+        metavar="PATH=VALUE",
+        help="Override any configuration value by its dotted path, read as YAML "
+        "(--set upstreams.github.timeout=10s); repeatable. MCPGATE__UPSTREAMS__GITHUB__TIMEOUT=10s does the "
+        "same from the environment, with less precedence.",
+    )(func)
+
+
+def overrides_for(set_values: Iterable[str], flags: Iterable[tuple[str, str, object]]) -> Overrides:
+    """Every override, lowest precedence first: MCPGATE__* variables, the named options given by
+    their environment variable, --set, the named options given as flags. ``flags`` are (path,
+    click parameter name, value)."""
+    from mcpgate.config.overrides import OverrideError, from_environment, from_flags
+
+    ctx = click.get_current_context()
+    result = from_environment(os.environ)
+    given = [(path, name, value) for path, name, value in flags if value is not None]
+    for path, name, value in given:
+        if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+            param = next(p for p in ctx.command.params if p.name == name)
+            result.add(path, value, f"${param.envvar}")
+    try:
+        explicit = from_flags(set_values)
+    except OverrideError as exc:
+        raise click.UsageError(str(exc)) from None
+    for path, value in explicit.values.items():
+        result.add(path, value, explicit.origins[path])
+    for path, name, value in given:
+        if ctx.get_parameter_source(name) is not ParameterSource.ENVIRONMENT:
+            result.add(path, value, f"--{name.replace('_', '-')}")
+    return result
+
+
 @main.command(short_help="Run the gateway until SIGTERM or SIGINT")
 @click.option("--host", envvar="MCPGATE_HOST", help="Address to listen on; overrides server.host.")
 @click.option(
@@ -204,6 +252,7 @@ def exit_with(code: int, message: str | None = None) -> NoReturn:
     metavar="SECONDS",
     help="Grace period for in-flight calls at shutdown; overrides server.shutdown_timeout.",
 )
+@set_option
 @shared_options
 def start(
     host: str | None,
@@ -213,10 +262,12 @@ def start(
     config_path: str | None,
     log_level: str | None,
     log_format: str | None,
+    set_values: tuple[str, ...],
 ) -> None:
     """Run the gateway in the foreground until SIGTERM or SIGINT.
 
-    Each flag (or its MCPGATE_* variable) overrides the config file; a second signal exits at
+    Each flag (or its MCPGATE_* variable) overrides the config file, and --set PATH=VALUE (or
+    MCPGATE__PATH=VALUE, with __ between the parts) any value in it; a second signal exits at
     once. Exits 78 when the configuration is invalid (print every error, like validate) and
     69 when the address cannot be bound.
 
@@ -227,17 +278,18 @@ def start(
       MCPGATE_PORT=9000 mcpgate start
       envsubst < template.yml | mcpgate start -c -
     """
-    overrides = log_overrides(log_level, log_format)
-    for key, value in (
-        ("server.host", host),
-        ("server.port", port),
-        ("server.workers", workers),
-        ("server.shutdown_timeout", shutdown_timeout),
-    ):
-        if value is not None:  # only what the user gave: the file keeps everything else
-            overrides[key] = value
+    overrides = overrides_for(  # only what the user gave: the file keeps everything else
+        set_values,
+        [
+            ("server.host", "host", host),
+            ("server.port", "port", port),
+            ("server.workers", "workers", workers),
+            ("server.shutdown_timeout", "shutdown_timeout", shutdown_timeout),
+            *log_flags(log_level, log_format),
+        ],
+    )
     trailer = "mcpgate: not starting: {count} error(s) in the configuration"
-    config = load_or_exit(config_path, overrides, code=EXIT_CONFIG, trailer=trailer)
+    config = load_or_exit(config_path, overrides.values, code=EXIT_CONFIG, trailer=trailer, origins=overrides.origins)
     logging_config = config.observability.logging
     configure_logging(logging_config.level, logging_config.format, logging_config.redact)
 
@@ -263,8 +315,11 @@ def start(
 
 @main.command(short_help="Check a configuration without starting anything")
 @json_option("the verdict")
+@set_option
 @shared_options
-def validate(config_path: str | None, log_level: str | None, log_format: str | None, as_json: bool) -> None:
+def validate(
+    config_path: str | None, log_level: str | None, log_format: str | None, as_json: bool, set_values: tuple[str, ...]
+) -> None:
     """Load a configuration exactly as start would, build the gateway, and stop there.
 
     Prints a one-line summary and exits 0, or prints every error as
@@ -281,7 +336,8 @@ def validate(config_path: str | None, log_level: str | None, log_format: str | N
 
     configure_cli_logging(log_level, log_format)
     try:
-        config = load_config(config_path, overrides=log_overrides(log_level, log_format))
+        overrides = overrides_for(set_values, log_flags(log_level, log_format))
+        config = load_config(config_path, overrides=overrides.values, origins=overrides.origins)
         build_gateway(config)
     except ConfigError as err:
         if as_json:

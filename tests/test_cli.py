@@ -733,3 +733,56 @@ def test_start_bad_flag_value_is_a_usage_error(config_file: Path, captured_run: 
     assert invoke("start", "-c", str(config_file), "--port", "70000").exit_code == 2
     assert invoke("start", "-c", str(config_file), env={"MCPGATE_PORT": "http"}).exit_code == 2
     assert captured_run == []
+
+
+# -- overriding any value: --set and MCPGATE__ ----------------------------------------------------
+
+
+def test_set_and_mcpgate_variables_override_any_value_in_precedence_order(
+    tmp_path: Path, captured_run: list[Config]
+) -> None:
+    path = tmp_path / "gateway.yml"
+    path.write_text(CONFIG.replace("  demo:", "  Demo:") + "sessions: {idle_timeout: 5m}\n")
+    env: dict[str, str | None] = {
+        "MCPGATE__UPSTREAMS__DEMO__TIMEOUT": "12s",  # matched to "Demo" whatever its case
+        "MCPGATE__SERVER__PORT": "9001",
+        "MCPGATE__SERVER__ALLOWED_ORIGINS": "[https://a.example, https://b.example]",
+        "MCPGATE__SESSIONS__IDLE_TIMEOUT": "1m",
+    }
+    invoke("start", "-c", str(path), env=env)
+    invoke("start", "-c", str(path), "--set", "sessions.idle_timeout=90", "--set", "server.port=9002", env=env)
+    invoke("start", "-c", str(path), "--set", "server.port=9002", env={**env, "MCPGATE_PORT": "9003"})
+    invoke("start", "-c", str(path), "--set", "server.port=9002", "--port", "9004", env=env)
+    by_env, by_set, set_over_env_var, flag_over_set = captured_run
+    assert by_env.upstreams[0].timeout == 12.0 and by_env.sessions.idle_timeout == 60.0
+    assert by_env.server.port == 9001
+    assert by_env.server.allowed_origins == ("https://a.example", "https://b.example")  # YAML, not text
+    assert (by_set.sessions.idle_timeout, by_set.server.port) == (90.0, 9002)
+    assert set_over_env_var.server.port == 9002  # a flag beats any variable
+    assert flag_over_set.server.port == 9004  # the named flag beats --set
+
+
+def test_bad_overrides_are_reported_by_the_flag_or_variable_that_gave_them(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yml"
+    path.write_text(CONFIG)
+    result = invoke(
+        "validate", "-c", str(path), "--set", "server.port=high", env={"MCPGATE__UPSTREAMS__DEMO__TIMEOUT": "soon"}
+    )
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert "--set server.port:0:0: server.port: expected an integer, got a string (value hidden)" in lines
+    assert any(line.startswith("MCPGATE__UPSTREAMS__DEMO__TIMEOUT:0:0: upstreams.demo.timeout: ") for line in lines)
+    started = invoke("start", "-c", str(path), "--set", "server.port=high")
+    assert started.exit_code == 78
+    assert invoke("validate", "-c", str(path), "--set", "port").exit_code == 2  # not PATH=VALUE: usage
+
+
+def test_override_values_are_read_as_yaml() -> None:
+    from mcpgate.config.overrides import from_environment, scalar
+
+    assert [scalar(t) for t in ("9000", "true", "10s", "[a, b]", "", "null", "a: b")] == [
+        9000, True, "10s", ["a", "b"], "", None, {"a": "b"},
+    ]  # fmt: skip
+    found = from_environment({"MCPGATE__SERVER__MAX_BODY_BYTES": "1024", "MCPGATE_PORT": "1", "MCPGATE__": "x"})
+    assert found.values == {"server.max_body_bytes": 1024}
+    assert found.origins == {"server.max_body_bytes": "MCPGATE__SERVER__MAX_BODY_BYTES"}

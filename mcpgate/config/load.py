@@ -35,6 +35,7 @@ from mcpgate.config.messages import Finding, KeyPath, cross_references, dotted, 
 from mcpgate.config.model import Config
 
 OVERRIDE_SOURCE = "<override>"
+ENV_PREFIX = "MCPGATE__"  # MCPGATE__UPSTREAMS__GITHUB__TIMEOUT=10s overrides upstreams.github.timeout
 # Keys whose values are credentials (or may embed one): never quoted in messages.
 _SENSITIVE_KEYS = frozenset({"token", "key", "key_hash", "value", "headers", "env", "redis_url", "auth"})
 _REFERENCE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\{))")
@@ -118,12 +119,15 @@ def load_config(
     source: str | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    origins: Mapping[str, str] | None = None,
     check_support: bool = True,
 ) -> Config:
     """Parse, expand, override, validate and build; raises :class:`ConfigError` listing every issue.
 
     ``path`` "-" reads stdin; ``text`` parses a string instead of a file. ``overrides`` maps dotted
-    paths (``server.port``) to values that replace the file's; they are validated like the file.
+    paths (``server.port``) to values that replace the file's; they are validated like the file,
+    and ``origins`` names where each came from (``--set server.port``, ``MCPGATE__SERVER__PORT``)
+    for the issues they cause. An origin starting with ``MCPGATE__`` matches keys case-insensitively.
     ``check_support=False`` accepts sections this build cannot enforce yet: for tooling and tests
     of the schema only; nothing that serves traffic may use it.
     """
@@ -133,7 +137,7 @@ def load_config(
         text = _read(name, source)
     document = _Document(source or "<string>", os.environ if env is None else env)
     document.parse(text)
-    document.apply_overrides(overrides or {})
+    document.apply_overrides(overrides or {}, origins or {})
     return document.validate(check_support)
 
 
@@ -161,6 +165,7 @@ class _Document:
     issues: list[ConfigIssue] = field(default_factory=list)
     hidden: set[KeyPath] = field(default_factory=set)  # values that came from ${VAR} or overrides
     overridden: set[KeyPath] = field(default_factory=set)
+    origins: dict[KeyPath, str] = field(default_factory=dict)  # override path -> the flag or variable
     # The other reading of a value that is exactly one ${VAR}: its text, or the YAML scalar it spells.
     other_reading: dict[KeyPath, object] = field(default_factory=dict)
 
@@ -251,14 +256,17 @@ class _Document:
             return default or ""
         return value
 
-    def apply_overrides(self, overrides: Mapping[str, object]) -> None:
+    def apply_overrides(self, overrides: Mapping[str, object], origins: Mapping[str, str]) -> None:
         if not isinstance(self.data, dict):
             return  # the schema reports the root itself
         for key, value in overrides.items():
+            origin = origins.get(key, OVERRIDE_SOURCE)
             parts = tuple(key.split("."))
             if not all(parts):
-                self.issues.append(ConfigIssue(OVERRIDE_SOURCE, 0, 0, key, "invalid override path"))
+                self.issues.append(ConfigIssue(origin, 0, 0, key, "invalid override path"))
                 continue
+            if origin.startswith(ENV_PREFIX):
+                parts = self._spelled_as_in_file(parts)
             node = self.data
             for depth, part in enumerate(parts[:-1]):
                 child = node.get(part)
@@ -266,12 +274,13 @@ class _Document:
                     child = node[part] = {}
                 if not isinstance(child, dict):
                     problem = f"cannot override: {dotted(parts[: depth + 1])} is not a mapping"
-                    self.issues.append(ConfigIssue(OVERRIDE_SOURCE, 0, 0, key, problem))
+                    self.issues.append(ConfigIssue(origin, 0, 0, key, problem))
                     break
                 node = child
             else:
                 node[parts[-1]] = _jsonable(value)
                 self.overridden.add(parts)
+                self.origins[parts] = origin
                 self.hidden.add(parts)
                 for path in [p for p in self.other_reading if p[: len(parts)] == parts]:
                     del self.other_reading[path]  # the file's ${VAR} is gone, and so is its other reading
@@ -288,7 +297,8 @@ class _Document:
             findings += [f for f in references if f.at == "key" or f.path not in malformed]
         self.issues.extend(map(self._issue, findings))
         if self.issues:
-            raise ConfigError(sorted(self.issues, key=lambda i: (i.file == OVERRIDE_SOURCE, i.line, i.col)))
+            # The file's issues in file order, then those of flags and variables (no position).
+            raise ConfigError(sorted(self.issues, key=lambda i: (i.file != self.source, i.line, i.col)))
         return build_config(self.data, self.source)
 
     def _schema_errors(self) -> list[ValidationError]:
@@ -315,9 +325,26 @@ class _Document:
             return False
         return not any(path[: len(hidden)] == hidden for hidden in self.hidden)
 
+    def _spelled_as_in_file(self, parts: tuple[str, ...]) -> tuple[str, ...]:
+        """An environment variable's path (upper-case by custom) as the file spells it: each part
+        matches an existing key case-insensitively, else is taken in lower case (schema keys are)."""
+        node: Any = self.data
+        spelled: list[str] = []
+        for part in parts:
+            text = str(part)
+            match = (
+                next((k for k in node if isinstance(k, str) and k.lower() == text.lower()), None)
+                if isinstance(node, dict)
+                else None
+            )
+            spelled.append(match if match is not None else text.lower())
+            node = node.get(match) if isinstance(node, dict) and match is not None else None
+        return tuple(spelled)
+
     def _issue(self, finding: Finding) -> ConfigIssue:
-        if any(finding.path[: len(p)] == p for p in self.overridden):
-            return ConfigIssue(OVERRIDE_SOURCE, 0, 0, dotted(finding.path), finding.message)
+        for p in self.overridden:
+            if finding.path[: len(p)] == p:
+                return ConfigIssue(self.origins.get(p, OVERRIDE_SOURCE), 0, 0, dotted(finding.path), finding.message)
         line, col = _position(self.tree, finding.path, finding.at)
         return ConfigIssue(self.source, line, col, dotted(finding.path), finding.message)
 
