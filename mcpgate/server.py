@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from mcpgate import __version__, jsonrpc, pipeline
+from mcpgate import __version__, jsonrpc, pipeline, systemd
 from mcpgate.auth.identity import ANONYMOUS
 from mcpgate.auth.oauth import WELL_KNOWN
 from mcpgate.config.model import Config
@@ -223,6 +223,7 @@ class Server:
         self.gateway = app[GATEWAY]
         runner = make_runner(app, config)
         await runner.setup()
+        watchdog: asyncio.Task[None] | None = None
         try:
             # Workers share the port: the kernel spreads connections across them (``workers``).
             shared = config.server.workers > 1
@@ -236,10 +237,17 @@ class Server:
             self._warn_about_exposure()
             if on_ready is not None:
                 on_ready(self)
+            where = ", ".join(f"{_fmt_host(host)}:{port}" for host, port in self.bound)
+            systemd.notify("READY=1", f"STATUS=serving {len(config.upstreams)} upstream(s) on {where}")
+            interval = systemd.watchdog_interval()
+            watchdog = asyncio.create_task(systemd.keep_watchdog_fed(interval)) if interval else None
             await self.should_exit.wait()
             log.info("shutting down (grace period %gs)", config.server.shutdown_timeout)
+            systemd.notify("STOPPING=1", f"STATUS=draining for up to {config.server.shutdown_timeout:g}s")
         finally:
             await runner.cleanup()
+            if watchdog is not None:  # fed until the drain is over: a long drain is not a hang
+                watchdog.cancel()
         log.info("stopped")
         return 0
 

@@ -21,11 +21,13 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Final
 
+from mcpgate import systemd
 from mcpgate.config.model import Config
 
 log = logging.getLogger("mcpgate.workers")
@@ -53,6 +55,7 @@ class Supervisor:
     slots: list[Slot] = field(default_factory=list)
     shared_dir: str = ""
     stopping: bool = False
+    _watchdog: float | None = None  # seconds between WATCHDOG=1, under a systemd watchdog
     signals: list[int] = field(default_factory=list)  # received, handled by the loop
 
     def run(self) -> int:
@@ -65,6 +68,7 @@ class Supervisor:
             for slot in self.slots:
                 self._spawn(slot)
             log.info("supervising %d workers (pid %d)", count, os.getpid())
+            self._watchdog = systemd.watchdog_interval()
             return self._loop()
         finally:
             shutil.rmtree(self.shared_dir, ignore_errors=True)
@@ -83,7 +87,15 @@ class Supervisor:
         slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
 
     def _loop(self) -> int:
+        announced, fed = False, 0.0
         while True:
+            if not announced and not self.stopping and self._listening():
+                announced = True
+                count = len(self.slots)
+                systemd.notify("READY=1", f"STATUS=serving on port {self.config.server.port} with {count} workers")
+            if self._watchdog is not None and time.monotonic() - fed >= self._watchdog:
+                fed = time.monotonic()
+                systemd.notify("WATCHDOG=1")
             while self.signals:
                 sig = self.signals.pop(0)
                 if sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,6 +104,7 @@ class Supervisor:
                         self._send(signal.SIGKILL)
                         return 1
                     log.info("received %s: stopping %d workers", signal.Signals(sig).name, len(self.slots))
+                    systemd.notify("STOPPING=1", "STATUS=draining the workers")
                     self.stopping = True
                     self._send(signal.SIGTERM)
                 elif sig in (signal.SIGHUP, signal.SIGUSR1):
@@ -108,6 +121,16 @@ class Supervisor:
                     slot.restarts += 1
                     self._spawn(slot)
             time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        """Ready for systemd once a worker accepts connections on the port."""
+        host = self.config.server.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        try:
+            with socket.create_connection((host, self.config.server.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
 
     def _reap(self) -> int | None:
         """Collects dead workers; a fatal exit stops everything and says with which code."""
@@ -131,6 +154,7 @@ class Supervisor:
                 self._send(signal.SIGTERM)
                 self._wait_all(self.config.server.shutdown_timeout + 5)
                 return code
+            systemd.notify(f"STATUS=worker {slot.index} died; restarting it")
             young = time.monotonic() - slot.started < YOUNG
             slot.backoff = min(slot.backoff * 2, MAX_BACKOFF) if young else 0.5
             slot.restart_at = time.monotonic() + slot.backoff
@@ -168,6 +192,7 @@ def _work(config: Config, index: int, shared_dir: str) -> int:
     # SIGTERM on (a worker that got both would take the second as "exit now", skipping the drain).
     os.setpgid(0, 0)
     _exit_with_parent()
+    systemd.forget()  # the supervisor is the one systemd listens to
     os.environ[SLOT_ENV], os.environ[SHARED_DIR_ENV] = str(index), shared_dir
     from mcpgate import server
 
