@@ -1,4 +1,4 @@
-"""Every example configuration is valid, and the fleet example runs as its comment says."""
+"""The fleet example runs as its comment says (tests/test_config.py loads every example)."""
 
 from __future__ import annotations
 
@@ -15,21 +15,6 @@ import pytest
 from tests.conftest import ROOT, RedisServer, free_port, stop_process, wait_for_port
 
 EXAMPLES = ROOT / "examples"
-SECRETS = {"GITHUB_MCP_TOKEN": "example-token", "KB_API_KEY": "example-key"}  # what production.yml reads
-
-
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yml")), ids=lambda p: p.name)
-def test_every_example_is_valid(path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mcpgate", "validate", "-c", str(path)],
-        capture_output=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, **SECRETS},
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    assert b"valid" in done.stdout
 
 
 @pytest.mark.e2e
