@@ -68,6 +68,11 @@ async def test_the_quick_start_command_serves_the_demo_over_stdio() -> None:
                 assert result.content[0].text == "42"  # type: ignore[union-attr]
         demo = children_of(gateway.pid)
         assert demo, "the demo server should be the gateway's child"
+        # The README's Python client, as the file it says it is, against this gateway.
+        readme = (ROOT / "README.md").read_text()
+        client = readme.split("```python\n", 1)[1].split("```", 1)[0].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        ran = subprocess.run([sys.executable, "-c", client], capture_output=True, timeout=60, check=False)
+        assert ran.returncode == 0 and ran.stdout.strip() == b"5", ran.stderr.decode(errors="replace")
     finally:
         gateway.send_signal(signal.SIGTERM)
         output, _ = gateway.communicate(timeout=30)
