@@ -19,7 +19,8 @@ import mcpgate
 from mcpgate import cli
 from mcpgate.errors import REASONS
 
-MAN_PAGE = Path(__file__).resolve().parent.parent / "man" / "mcpgate.1"
+ROOT = Path(__file__).resolve().parent.parent
+MAN_PAGE = ROOT / "man" / "mcpgate.1"
 SECTIONS = (
     "NAME",
     "SYNOPSIS",
@@ -172,3 +173,22 @@ def test_error_table_matches_errors_module() -> None:
         if len(cells) >= 3 and re.fullmatch(r"[a-z_]+", cells[0]) and cells[1].lstrip("-").isdigit():
             rows[cells[0]] = (int(cells[1]), int(cells[2]))
     assert rows == {name: (r.code, r.status) for name, r in REASONS.items()}
+
+
+def test_the_configuration_page_is_what_the_schema_says() -> None:
+    """man/mcpgate.yml.5 is generated from the schema (man/build_yml5.py); a schema change must
+    bring the page along."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "man" / "build_yml5.py"), "--check"], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    page = (ROOT / "man" / "mcpgate.yml.5").read_text()
+    schema = json.loads((ROOT / "mcpgate" / "config" / "schema.json").read_text())
+    for section in schema["properties"]:
+        assert f".SH {section.upper().replace('_', ' ')}\n" in page
+    for key in ("upstreams.<name>.forward_headers", "rate_limit.rules[].per_client", "sessions.key_prefix"):
+        assert f".B {key.replace('-', chr(92) + '-')}\n" in page, key
