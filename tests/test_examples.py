@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, RedisServer, free_port, stop_process, wait_for_port
+from tests.gateway_harness import sdk_client
 
 EXAMPLES = ROOT / "examples"
 
@@ -44,3 +45,27 @@ def test_the_fleet_example_runs_two_workers_on_redis(redis_server: RedisServer, 
     finally:
         stop_process(proc)
     assert proc.returncode == 0, log.read_text()
+
+
+@pytest.mark.e2e
+async def test_the_multi_server_example_namespaces_and_routes(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "multi.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mcpgate", "start", "-c", "examples/multi-server.yml", "--port", str(port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, proc)
+        async with sdk_client(f"http://127.0.0.1:{port}/mcp", "2026-07-28") as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert "demo__add" in names and "demo__echo" in names
+            assert {n for n in names if n.startswith("math__")} == {"math__add"}  # math exposes add only
+            for name in ("math__add", "demo__add", "add"):  # "add" is routed to math by the rule
+                result = await client.call_tool(name, {"a": 2, "b": 3})
+                assert result.content[0].text == "5", log.read_text()  # type: ignore[union-attr]
+    finally:
+        stop_process(proc)
