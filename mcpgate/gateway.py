@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import functools
+import itertools
 import logging
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
-from mcpgate import __version__
+from mcpgate import __version__, plan
 from mcpgate.auth import Authenticator
 from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
@@ -32,6 +31,7 @@ from mcpgate.limits.rules import StoreUnavailable
 from mcpgate.observability import otel
 from mcpgate.observability.recorder import Recorder
 from mcpgate.observability.shared import Shared
+from mcpgate.plan import Plan
 from mcpgate.policy import Policy
 from mcpgate.routing import Catalogue, ListedKind, Router
 from mcpgate.session_redis import RedisSessionStore
@@ -40,8 +40,6 @@ from mcpgate.unified import UNIFIED
 from mcpgate.upstream.bridge import Bridge
 from mcpgate.upstream.channel import Channel
 from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
-from mcpgate.upstream.sse import SseUpstream
-from mcpgate.upstream.stdio import StdioProcess
 from mcpgate.workers import SHARED_DIR_ENV, worker_slot
 
 if TYPE_CHECKING:
@@ -64,21 +62,16 @@ class StartupError(Exception):
 
 @dataclass(eq=False)
 class Gateway:
-    config: Config
-    upstreams: dict[str, HttpUpstream]
+    plan: Plan  # the running configuration, compiled; replaced whole by a reload (``reload``)
     sessions: SessionStore
-    router: Router
-    auth: Authenticator | None = None  # None: no auth section, every caller is anonymous
-    policy: Policy | None = None  # None: no policy section, everything is allowed
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
     recorder: Recorder | None = None  # metrics, audit log, access lines
-    limiter: Limiter | None = None  # None: no rate_limit section, nothing is limited
     shared_metrics: Shared | None = None  # under server.workers: this worker's numbers, for its peers
     tracing: Tracing | None = None  # OpenTelemetry, made at start when observability.tracing is on
-    # stdio and legacy HTTP+SSE upstreams: each channel, and the bridge that serves it to the rest
-    # of the gateway as Streamable HTTP.
-    children: dict[str, tuple[Channel, Bridge]] = field(default_factory=dict)
-    bridge_dir: str | None = None
+    bridge_dir: str = ""  # where bridged (stdio, sse) upstreams get their private sockets
+    _sockets: Iterator[int] = field(default_factory=itertools.count)
+    _bridge_dir_made: bool = False
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)  # replaced parts, closed after a drain
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
     catalogue: Catalogue = field(default_factory=Catalogue)
     _listed: dict[str, dict[ListedKind, tuple[str, ...]]] = field(default_factory=dict)
@@ -102,22 +95,45 @@ class Gateway:
     # Background clean-ups (upstream sessions of evicted gateway sessions), awaited at close.
     _chores: set[asyncio.Task[None]] = field(default_factory=set)
 
+    # What the request path reads, from the plan in force.
+    @property
+    def config(self) -> Config:
+        return self.plan.config
+
+    @property
+    def upstreams(self) -> Mapping[str, HttpUpstream]:
+        return self.plan.upstreams
+
+    @property
+    def router(self) -> Router:
+        return self.plan.router
+
+    @property
+    def auth(self) -> Authenticator | None:
+        return self.plan.auth
+
+    @property
+    def policy(self) -> Policy | None:
+        return self.plan.policy
+
+    @property
+    def limiter(self) -> Limiter | None:
+        return self.plan.limiter
+
+    @property
+    def children(self) -> Mapping[str, tuple[Channel, Bridge]]:
+        return self.plan.children
+
+    def socket_path(self) -> str:
+        return os.path.join(self.bridge_dir, f"{next(self._sockets)}.sock")
+
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
-        upstreams: dict[str, HttpUpstream] = {}
-        children: dict[str, tuple[Channel, Bridge]] = {}
-        # Created at start, not here: validate builds a Gateway too, and must leave nothing behind.
+        # The directory is created at start, not here: validate builds a Gateway too, and must
+        # leave nothing behind.
         bridge_dir = os.path.join(tempfile.gettempdir(), f"mcpgate-{os.getpid()}-{secrets.token_hex(4)}")
-        for index, u in enumerate(config.upstreams):
-            if u.transport == "streamable-http":
-                upstreams[u.name] = HttpUpstream(u)
-            else:  # stdio and legacy HTTP+SSE: a channel the gateway holds, bridged to the rest
-                socket_path = os.path.join(bridge_dir, f"{index}.sock")
-                channel = StdioProcess(u) if u.transport == "stdio" else SseUpstream(u)
-                own = functools.partial(StdioProcess, u) if u.transport == "stdio" and u.per_session else None
-                children[u.name] = (channel, Bridge(channel, socket_path, session_channel=own))
-                upstreams[u.name] = upstream = HttpUpstream(u, bridge_socket=socket_path)
-                upstream.first_probe_after = functools.partial(first_use, channel, u.connect_timeout)
+        sockets = itertools.count()
+        built = plan.build(config, lambda: os.path.join(bridge_dir, f"{next(sockets)}.sock"), first_use)
         sessions = config.sessions
         store: SessionStore
         if sessions.backend == "redis":
@@ -132,20 +148,9 @@ class Gateway:
             store = MemorySessionStore(
                 sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
             )
-        auth = None
-        if config.auth is not None:
-            auth = Authenticator(config.auth, config.server.public_url, [u.name for u in config.upstreams])
-        policy = Policy(config.policy) if config.policy is not None else None
-        gateway = cls(config, upstreams, store, Router.for_config(config), auth, policy)
-        gateway.children = children
-        gateway.bridge_dir = bridge_dir if children else None
+        gateway = cls(built.plan, store, bridge_dir=bridge_dir, _sockets=sockets)
         if config.observability.tracing.enabled and not otel.available():
             raise StartupError(otel.MISSING)
-        if config.rate_limit is not None:
-            limits = config.rate_limit
-            # REDIS_URL overrides the file, as 12-factor deployments expect of a connection string.
-            limits = dataclasses.replace(limits, redis_url=os.environ.get("REDIS_URL") or limits.redis_url)
-            gateway.limiter = Limiter(limits)
         gateway.recorder = Recorder(config.observability, [u.name for u in config.upstreams])
         if gateway.recorder.metrics is not None:
             gateway.recorder.metrics.watch(gateway.live_metrics)
@@ -189,21 +194,26 @@ class Gateway:
         except Exception as exc:
             where = display_url(self.config.sessions.redis_url)
             raise StartupError(f"sessions: cannot reach redis at {where} ({type(exc).__name__}: {exc})") from None
-        if self.bridge_dir is not None:
+        await self.start_parts(list(self.upstreams.values()), list(self.children.values()))
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
+
+    async def start_parts(self, upstreams: list[HttpUpstream], children: list[tuple[Channel, Bridge]]) -> None:
+        """Start upstreams and the channels behind bridged ones (at start, and for a reload's new ones)."""
+        if children and not self._bridge_dir_made:
             try:
                 os.mkdir(self.bridge_dir, 0o700)  # only this user may reach the children's sockets
+                self._bridge_dir_made = True
             except OSError as exc:
                 raise StartupError(
                     f"cannot create a private directory for stdio and sse upstreams in {tempfile.gettempdir()} "
                     f"({exc.strerror}); point TMPDIR at a writable directory"
                 ) from None
-        for process, bridge in self.children.values():
+        for process, bridge in children:
             if not process.config.lazy:
                 await process.start()
             await bridge.start()
-        for upstream in self.upstreams.values():
+        for upstream in upstreams:
             await upstream.start()
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
 
     def begin_shutdown(self) -> None:
         """Step one of shutdown: open streams end now; in-flight calls get the grace period."""
@@ -217,10 +227,13 @@ class Gateway:
         for channel, bridge in self.children.values():
             for one in (channel, *bridge.session_channels()):
                 one.kill()
-        if self.bridge_dir is not None:
+        if self.bridge_dir:
             shutil.rmtree(self.bridge_dir, ignore_errors=True)
 
     async def close(self) -> None:
+        for task in list(self._retiring):  # what a reload replaced: closed now, not after its drain
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._chores:
             _, late = await asyncio.wait(self._chores, timeout=self.config.server.shutdown_timeout)
             for task in late:
@@ -239,7 +252,7 @@ class Gateway:
         for process, bridge in self.children.values():
             await bridge.close()
             await process.close()
-        if self.bridge_dir is not None:
+        if self.bridge_dir:
             shutil.rmtree(self.bridge_dir, ignore_errors=True)
         await self.sessions.close()
         if self.auth is not None:
