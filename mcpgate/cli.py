@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -252,6 +253,12 @@ def overrides_for(set_values: Iterable[str], flags: Iterable[tuple[str, str, obj
     metavar="SECONDS",
     help="Grace period for in-flight calls at shutdown; overrides server.shutdown_timeout.",
 )
+@click.option(
+    "--pid-file",
+    metavar="PATH",
+    envvar="MCPGATE_PID_FILE",
+    help="Write the process id here while running (for mcpgate reload); removed at exit.",
+)
 @set_option
 @shared_options
 def start(
@@ -263,8 +270,9 @@ def start(
     log_level: str | None,
     log_format: str | None,
     set_values: tuple[str, ...],
+    pid_file: str | None,
 ) -> None:
-    """Run the gateway in the foreground until SIGTERM or SIGINT.
+    """Run the gateway in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 
     Each flag (or its MCPGATE_* variable) overrides the config file, and --set PATH=VALUE (or
     MCPGATE__PATH=VALUE, with __ between the parts) any value in it; a second signal exits at
@@ -295,13 +303,24 @@ def start(
 
     from mcpgate import server  # the whole gateway: imported only by the verb that runs it
 
-    try:
-        if config.server.workers > 1:
-            from mcpgate.workers import supervise
+    loader = None
+    if config_path != "-":  # SIGHUP reads the same file again, with the same flags and variables
 
-            code = supervise(config)
-        else:
-            code = server.run(config)
+        def loader() -> Config:
+            from mcpgate.config import load_config
+
+            return load_config(config.source, overrides=overrides.values, origins=overrides.origins)
+
+    from mcpgate.pidfile import written
+
+    try:
+        with written(pid_file):
+            if config.server.workers > 1:
+                from mcpgate.workers import supervise
+
+                code = supervise(config, loader)
+            else:
+                code = server.run(config, loader)
     except server.StartupError as exc:
         exit_with(EXIT_CONFIG, f"mcpgate: cannot start: {exc}")
     except OSError as exc:
@@ -402,6 +421,44 @@ def build_gateway(config: Config) -> None:
 
 
 # -- schema ------------------------------------------------------------------------------------
+
+
+@main.command(short_help="Check a new configuration and have the running gateway load it")
+@click.option(
+    "--pid-file",
+    metavar="PATH",
+    envvar="MCPGATE_PID_FILE",
+    required=True,
+    help="The file start --pid-file wrote.",
+)
+@set_option
+@shared_options
+def reload(
+    config_path: str | None, log_level: str | None, log_format: str | None, set_values: tuple[str, ...], pid_file: str
+) -> None:
+    """Validate the configuration as start would, then send SIGHUP to the running gateway.
+
+    Exits 1 without signalling when the configuration has errors (printed like validate's) or
+    when the pid file names no running process. The gateway checks the file again itself and
+    keeps its running configuration if the file went bad meanwhile; its log says how it went.
+
+    \b
+    Examples:
+      mcpgate reload -c /etc/mcpgate/config.yml --pid-file /run/mcpgate.pid
+    """
+    from mcpgate.pidfile import PidFileError, running_pid
+
+    configure_cli_logging(log_level, log_format)
+    overrides = overrides_for(set_values, log_flags(log_level, log_format))
+    load_or_exit(config_path, overrides.values, code=EXIT_FAILURE, origins=overrides.origins)
+    try:
+        pid = running_pid(pid_file)
+        os.kill(pid, signal.SIGHUP)
+    except PidFileError as exc:
+        exit_with(EXIT_FAILURE, f"mcpgate reload: {exc}")
+    except PermissionError:
+        exit_with(EXIT_FAILURE, f"mcpgate reload: not allowed to signal process {pid}")
+    exit_with(EXIT_OK, f"reload requested from process {pid}; its log says how it went")
 
 
 @main.command(short_help="Print the configuration's JSON Schema")

@@ -215,6 +215,30 @@ class Gateway:
         for upstream in upstreams:
             await upstream.start()
 
+    def after_reload(self, old: Plan) -> None:
+        """What follows a plan swap here: forget what replaced or removed upstreams listed, end
+        the sessions the gateway held with them, and count metrics under the new names."""
+        gone = {name for name, upstream in old.upstreams.items() if self.upstreams.get(name) is not upstream}
+        for name in gone:
+            self._listed.pop(name, None)
+            follower = self.held_followers.pop(name, None)
+            if follower is not None:
+                follower.cancel()
+            held = self._held.pop(name, None)
+            if held is not None:
+                self.end_upstream_sessions_soon([held])
+        for key in [key for key in self.list_cache if key[0] in gone]:
+            del self.list_cache[key]
+        self._rebuild_catalogue()
+        if self.recorder is not None and self.recorder.metrics is not None:
+            self.recorder.metrics.servers = frozenset(self.upstreams)
+
+    def retire(self, work: Coroutine[Any, Any, None]) -> None:
+        """Closing what a reload replaced, after its drain; cut short by ``close``."""
+        task = asyncio.create_task(work, name="retire")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     def begin_shutdown(self) -> None:
         """Step one of shutdown: open streams end now; in-flight calls get the grace period."""
         self.closing.set()

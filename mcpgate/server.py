@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from mcpgate import __version__, jsonrpc, pipeline, systemd
+from mcpgate import __version__, jsonrpc, pipeline, reload, systemd
 from mcpgate.auth.identity import ANONYMOUS
 from mcpgate.auth.oauth import WELL_KNOWN
 from mcpgate.config.model import Config
@@ -28,6 +28,7 @@ from mcpgate.gateway import Gateway, StartupError
 from mcpgate.limits import HEADERS_KEY
 from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
+from mcpgate.reload import Loader
 from mcpgate.unified import UNIFIED
 from mcpgate.workers import worker_slot
 
@@ -210,8 +211,11 @@ def make_runner(app: web.Application, config: Config) -> GatewayRunner:
 class Server:
     """Runs one gateway process: listen, wait for a signal, shut down in order."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, loader: Loader | None = None) -> None:
         self.config = config
+        self.loader = loader  # how to read the configuration again, for a reload (None: from stdin)
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.bound: list[tuple[str, int]] = []
@@ -265,8 +269,31 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.handle_signal, sig)
-        for sig in (signal.SIGHUP, signal.SIGUSR1):  # logrotate: write the audit log to a fresh file
-            loop.add_signal_handler(sig, self.reopen_logs)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs)  # logrotate: a fresh audit file
+        loop.add_signal_handler(signal.SIGHUP, self.handle_reload)  # the same, and the config again
+
+    def handle_reload(self) -> None:
+        self.reopen_logs()
+        if self.gateway is None or self.should_exit.is_set():
+            return
+        if self.loader is None:
+            log.error("reload: the configuration came from standard input; restart to change it")
+            return
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True  # one more after this one: the file may have changed meanwhile
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+
+    async def _reload(self) -> None:
+        gateway, loader = self.gateway, self.loader
+        if gateway is None or loader is None:  # pragma: no cover - handle_reload checked both
+            return
+        while True:
+            self._reload_again = False
+            log.info("reloading the configuration")
+            await reload.reload(gateway, loader)
+            if not self._reload_again:
+                return
 
     def reopen_logs(self) -> None:
         recorder = self.gateway.recorder if self.gateway is not None else None
@@ -297,8 +324,9 @@ def _fmt_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run(config: Config) -> int:
-    """Blocking entry point for ``mcpgate start``; returns the process exit code."""
+def run(config: Config, loader: Loader | None = None) -> int:
+    """Blocking entry point for ``mcpgate start``; returns the process exit code. ``loader``
+    reads the configuration again on SIGHUP."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -306,7 +334,7 @@ def run(config: Config) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - platforms without uvloop run on asyncio's loop
         pass
-    server = Server(config)
+    server = Server(config, loader)
 
     async def main() -> int:
         server.install_signal_handlers()

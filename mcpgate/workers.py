@@ -24,6 +24,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -52,6 +53,7 @@ class Slot:
 @dataclass(slots=True)
 class Supervisor:
     config: Config
+    loader: Callable[[], Config] | None = None  # for the workers' reloads (SIGHUP is passed on)
     slots: list[Slot] = field(default_factory=list)
     shared_dir: str = ""
     stopping: bool = False
@@ -81,7 +83,7 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _work(self.config, slot.index, self.shared_dir)
+                code = _work(self.config, slot.index, self.shared_dir, self.loader)
             finally:
                 os._exit(code)
         slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
@@ -184,7 +186,7 @@ class Supervisor:
                         slot.pid = 0
 
 
-def _work(config: Config, index: int, shared_dir: str) -> int:
+def _work(config: Config, index: int, shared_dir: str, loader: Callable[[], Config] | None = None) -> int:
     """One worker: a gateway of its own, which knows its slot (for /readyz and the metrics)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)  # the worker's event loop installs its own
@@ -197,7 +199,7 @@ def _work(config: Config, index: int, shared_dir: str) -> int:
     from mcpgate import server
 
     try:
-        return server.run(config)
+        return server.run(config, loader)
     except server.StartupError as exc:
         log.error("worker %d: cannot start: %s", index, exc)
         return 78
@@ -227,6 +229,6 @@ def worker_slot() -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def supervise(config: Config) -> int:
+def supervise(config: Config, loader: Callable[[], Config] | None = None) -> int:
     """Blocking entry point of ``mcpgate start`` with ``server.workers`` above 1."""
-    return Supervisor(config).run()
+    return Supervisor(config, loader).run()

@@ -137,7 +137,9 @@ NO_DEFAULT = (None, getattr(click.core, "UNSET", None))  # click >= 8.3 marks "n
 
 
 def test_all_verbs_exist() -> None:
-    assert COMMANDS == ["hash-key", "health", "list-servers", "policy", "routes", "schema", "start", "validate"]
+    assert COMMANDS == [
+        "hash-key", "health", "list-servers", "policy", "reload", "routes", "schema", "start", "validate",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -637,7 +639,7 @@ def captured_run(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
 
     seen: list[Config] = []
 
-    def fake_run(config: Config) -> int:
+    def fake_run(config: Config, loader: object = None) -> int:
         seen.append(config)
         return 0
 
@@ -697,7 +699,7 @@ def test_start_validates_overrides_like_the_file(config_file: Path, captured_run
 def test_start_returns_the_servers_exit_code(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mcpgate.server
 
-    monkeypatch.setattr(mcpgate.server, "run", lambda config: 3)
+    monkeypatch.setattr(mcpgate.server, "run", lambda config, loader=None: 3)
     assert invoke("start", "-c", str(config_file)).exit_code == 3
 
 
@@ -720,7 +722,7 @@ def test_start_without_any_config_exits_78(tmp_path: Path, monkeypatch: pytest.M
 def test_start_bind_failure_exits_69(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mcpgate.server
 
-    def taken(config: Config) -> int:
+    def taken(config: Config, loader: object = None) -> int:
         raise OSError(errno.EADDRINUSE, "error while attempting to bind on address ('127.0.0.1', 8001)")
 
     monkeypatch.setattr(mcpgate.server, "run", taken)

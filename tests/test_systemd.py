@@ -77,6 +77,12 @@ def test_start_says_ready_feeds_the_watchdog_and_says_stopping(mcp_upstream_url:
         listener.until("WATCHDOG=1")
         listener.collect(1.0)
         assert listener.lines.count("WATCHDOG=1") >= 3  # every 100 ms, half of WATCHDOG_USEC
+        proc.send_signal(signal.SIGHUP)  # a reload: RELOADING=1, then READY=1 again
+        listener.until("RELOADING=1")
+        assert any(line.startswith("MONOTONIC_USEC=") for line in listener.lines)
+        assert listener.lines[listener.lines.index("RELOADING=1") :].count("READY=1") <= 1
+        listener.lines.clear()
+        listener.until("READY=1")
         proc.send_signal(signal.SIGTERM)
         listener.until("STOPPING=1")
         assert proc.wait(timeout=20) == 0

@@ -142,7 +142,7 @@ def _summed_series(
 class Metrics:
     def __init__(self, servers: Iterable[str], max_label_values: int) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._servers = frozenset(servers)
+        self.servers = frozenset(servers)  # label values; a reload replaces the set
         self._tool = BoundedLabel(max_label_values)
         self._client = BoundedLabel(max_label_values)
         self.collector = self._collector = c = _Collector(None)
@@ -167,7 +167,7 @@ class Metrics:
         self._collector.live = read
 
     def observe(self, event: AuditEvent) -> None:
-        server = event.server if event.server in self._servers else NO_SERVER
+        server = event.server if event.server in self.servers else NO_SERVER
         method = event.method
         if method not in KNOWN_METHODS:
             method = event.http_method if method is None else "other"
