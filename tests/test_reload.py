@@ -21,7 +21,7 @@ from mcpgate.config import load_config
 from mcpgate.reload import ReloadRefused, apply
 from mcpgate.reload import reload as reload_gateway
 from tests.conftest import free_port, stop_process, wait_for_port
-from tests.gateway_harness import modern_call, modern_headers, running_gateway
+from tests.gateway_harness import POST_HEADERS, modern_call, modern_headers, rpc, running_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -202,3 +202,48 @@ def test_the_pid_file_is_checked_before_anything_is_signalled(tmp_path: Path) ->
     with written(str(path)):
         assert running_pid(str(path)) == os.getpid()
     assert not path.exists()
+
+
+async def test_keys_limits_and_routes_change_and_open_streams_stay_open(named_upstreams: dict[str, str]) -> None:
+    from mcpgate.auth.apikeys import hash_key
+
+    old_key, new_key = "mgk_reload-old-key-0123456789", "mgk_reload-new-key-0123456789"
+
+    def config(key: str, capacity: int, route_to: str) -> Any:
+        extra = (
+            f"auth:\n  api_keys:\n    - {{id: ci, key_hash: '{hash_key(key)}'}}\n"
+            f"rate_limit:\n  default: {{capacity: {capacity}, refill_per_second: 0.001}}\n"
+            f"routing:\n  - {{match: {{method: tools/call, tool: whoami}}, upstream: {route_to}}}\n"
+        )
+        return load_config(text=text(named_upstreams, extra=extra), source=f"{key[-4:]}{capacity}.yml")
+
+    async def whoami(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, str]:
+        body = modern_call("tools/call", {"name": "whoami", "arguments": {}})
+        headers = {**modern_headers("tools/call", "whoami"), "X-API-Key": key}
+        async with http.post(url, json=body, headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    async with running_gateway(config(old_key, 3, "alpha")) as gw, aiohttp.ClientSession() as http:
+        mcp = gw.url + "/mcp"
+        status, body = await whoami(http, mcp, old_key)
+        assert status == 200 and '"alpha"' in body
+        legacy = {**POST_HEADERS, "X-API-Key": old_key}
+        params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        async with http.post(gw.endpoint("alpha"), json=rpc("initialize", params), headers=legacy) as resp:
+            legacy |= {"Mcp-Session-Id": resp.headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
+        async with http.post(gw.endpoint("alpha"), json=rpc("notifications/initialized", id=None), headers=legacy):
+            pass
+        stream = await http.get(gw.endpoint("alpha"), headers={**legacy, "Accept": "text/event-stream"})
+        assert stream.status == 200 and stream.content_type == "text/event-stream"
+        await apply(gw.gateway, config(new_key, 5, "beta"))
+        assert (await whoami(http, mcp, old_key))[0] == 401  # the old key is gone
+        answers = [await whoami(http, mcp, new_key) for _ in range(6)]
+        assert '"beta"' in answers[0][1]  # the new route
+        # The bucket outlives the reload with the token it had left: a reload grants no fresh burst,
+        # and the new capacity (5) caps it from now on. The refusal names the new limit.
+        assert [s for s, _ in answers] == [200] + [429] * 5
+        assert '"rule":"rate_limit.default"' in answers[-1][1]
+        with pytest.raises(TimeoutError):  # a stream opened before the reload is still open: no end
+            await asyncio.wait_for(stream.content.read(), timeout=0.5)
+        assert not stream.content.at_eof()
+        stream.close()
