@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mcpgate.auth import Authenticator
-from mcpgate.config.model import Config, RateLimitConfig, UpstreamConfig
+from mcpgate.config.model import Config, RateLimitConfig
 from mcpgate.limits import Limiter
 from mcpgate.policy import Policy
 from mcpgate.routing import Router
@@ -149,10 +149,3 @@ def retired(old: Plan, new: Plan) -> tuple[list[HttpUpstream], list[Child], Auth
     if old.limiter is not None and (new.limiter is None or new.limiter.store is not old.limiter.store):
         limiter = old.limiter
     return upstreams, children, auth, limiter
-
-
-def upstream_names(config: Config) -> list[str]:
-    return [u.name for u in config.upstreams]
-
-
-__all__ = ["Build", "Plan", "UpstreamConfig", "build", "retired", "upstream_names"]

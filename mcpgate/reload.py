@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mcpgate import plan, systemd
 from mcpgate.config.model import Config
@@ -40,15 +41,23 @@ class ReloadRefused(Exception):
     """The new configuration cannot replace the running one; the message says why."""
 
 
+PROCESS_SETTINGS: Final = ("host", "port", "workers", "header_timeout", "keepalive_timeout", "max_header_bytes",
+                           "max_headers")  # fmt: skip
+
+
 def restart_only(old: Config, new: Config) -> list[str]:
     """Settings a reload cannot change in a running process, by their section's name."""
-    changed = []
-    for name in ("host", "port", "workers", "header_timeout", "keepalive_timeout", "max_header_bytes", "max_headers"):
-        if getattr(old.server, name) != getattr(new.server, name):
-            changed.append(f"server.{name}")
+    changed = [f"server.{name}" for name in PROCESS_SETTINGS if getattr(old.server, name) != getattr(new.server, name)]
     if old.observability != new.observability:
         changed.append("observability")
     return changed
+
+
+def in_force(old: Config, new: Config) -> Config:
+    """``new`` with the process's own settings as they run, so that the plan never claims a value
+    (a port, an observability switch) that only a restart would apply."""
+    server = dataclasses.replace(new.server, **{name: getattr(old.server, name) for name in PROCESS_SETTINGS})
+    return dataclasses.replace(new, server=server, observability=old.observability)
 
 
 async def reload(gateway: Gateway, load: Loader) -> bool:
@@ -80,6 +89,9 @@ async def apply(gateway: Gateway, config: Config) -> None:
         raise ReloadRefused("the sessions section changed; sessions would be lost, so that needs a restart")
     from mcpgate.gateway import first_use
 
+    for name in restart_only(old.config, config):
+        log.warning("reload: %s changed; that takes effect at the next restart", name)
+    config = in_force(old.config, config)
     built = plan.build(config, gateway.socket_path, first_use, previous=old)
     new = built.plan
     try:
@@ -92,8 +104,6 @@ async def apply(gateway: Gateway, config: Config) -> None:
         await _close(built.new_upstreams, built.new_children, new.auth if built.new_auth else None,
                      new.limiter if built.new_limiter else None)  # fmt: skip
         raise ReloadRefused(f"its new parts could not start ({type(exc).__name__}: {exc})") from None
-    for name in restart_only(old.config, config):
-        log.warning("reload: %s changed; that takes effect at the next restart", name)
     gateway.plan = new  # the swap: one assignment, between two requests' steps
     gateway.after_reload(old)
     upstreams, children, auth, limiter = plan.retired(old, new)

@@ -104,6 +104,7 @@ async def test_what_cannot_change_at_runtime_is_refused_or_deferred(
         assert gw.gateway.plan is before
         await apply(gw.gateway, load_config(text=text(named_upstreams).replace("port: 0", "port: 1"), source="c.yml"))
         assert "server.port changed; that takes effect at the next restart" in caplog.text
+        assert gw.gateway.config.server.port == 0  # the plan says what runs, not what the file wants
 
 
 async def test_a_configuration_that_does_not_load_keeps_the_running_one(
