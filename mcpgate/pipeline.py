@@ -120,6 +120,17 @@ def _accepts(accept: str, *media_types: str) -> bool:
     return all(m in parts or f"{m.split('/')[0]}/*" in parts for m in media_types)
 
 
+def supported_versions(ctx: RequestContext) -> list[str]:
+    """What to offer a client whose version is unknown: entries of the ``server/discover`` it would
+    get here (MCP-NOTES: a gateway speaking for an upstream lists what that upstream supports).
+    On ``/servers/<name>/mcp`` that is the upstream's own list, as far as the gateway speaks it too;
+    on ``/mcp``, and for an upstream not (yet) discovered, the gateway's own discover answer."""
+    upstream = ctx.gateway.upstreams.get(ctx.endpoint) if ctx.endpoint != UNIFIED else None
+    known = upstream.state.versions if upstream is not None else None
+    both = [v for v in known if v in jsonrpc.SUPPORTED_VERSIONS] if known else []
+    return both or list(jsonrpc.MODERN_VERSIONS)
+
+
 async def check_transport(ctx: RequestContext) -> None:
     request, server = ctx.request, ctx.gateway.config.server
     if request.method not in ALLOWED_METHODS:
@@ -135,7 +146,7 @@ async def check_transport(ctx: RequestContext) -> None:
         raise GatewayError(
             "unsupported_protocol_version",
             f"Unsupported protocol version: {shown}" if shown else "Unsupported protocol version",
-            data={"supported": list(jsonrpc.SUPPORTED_VERSIONS), "requested": shown},
+            data={"supported": supported_versions(ctx), "requested": shown},
         )
     ctx.era = "modern" if jsonrpc.is_modern(version) else "legacy"
     if request.method == "POST":

@@ -71,6 +71,34 @@ async def test_malformed_and_wrong_input(mcp_upstream_url: str) -> None:
             assert "POST" in resp.headers["Allow"]
 
 
+async def test_an_unknown_version_is_answered_with_what_the_upstream_discovers(mcp_upstream_url: str) -> None:
+    """MCP-NOTES: -32022's data.supported lists only versions the server's server/discover lists,
+    and data.requested echoes the version asked for; a gateway speaking for an upstream must agree
+    with that upstream, and on /mcp with its own discover answer."""
+
+    async def discovering(request: web.Request) -> web.Response:
+        body = await request.json()
+        result = {"supportedVersions": ["2026-07-28", "2099-01-01"], "capabilities": {}, "serverInfo": {"name": "u"}}
+        return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": result})
+
+    async with raw_upstream(discovering) as (url, _):
+        async with running_gateway(make_config({"modern": url, "demo": mcp_upstream_url})) as gw:
+            await gw.gateway.upstreams["modern"].probe()  # the heartbeat's server/discover
+            async with aiohttp.ClientSession() as http:
+                answers = {}
+                for path in ("/servers/modern/mcp", "/mcp"):
+                    headers = {**modern_headers("tools/list"), "MCP-Protocol-Version": "1999-01-01"}
+                    async with http.post(gw.url + path, json=modern_call("tools/list"), headers=headers) as resp:
+                        answers[path] = await expect_error(resp, 400, "unsupported_protocol_version", -32022)
+                async with http.post(gw.url + "/mcp", json=modern_call("server/discover"),
+                                     headers=modern_headers("server/discover")) as resp:  # fmt: skip
+                    own = (await resp.json())["result"]["supportedVersions"]
+    upstream_error, gateway_error = answers["/servers/modern/mcp"]["error"], answers["/mcp"]["error"]
+    assert upstream_error["data"] == {"reason": "unsupported_protocol_version", "supported": ["2026-07-28"],
+                                      "requested": "1999-01-01"}  # fmt: skip
+    assert gateway_error["data"]["supported"] == own and gateway_error["data"]["requested"] == "1999-01-01"
+
+
 async def test_request_id_is_echoed_in_gateway_errors(mcp_upstream_url: str) -> None:
     async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
         body = modern_call("tools/call", {"name": "add"}, id=41)

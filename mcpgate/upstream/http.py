@@ -56,6 +56,7 @@ class UpstreamState:
         "latency_ms",
         "protocol",
         "refuses_initialize",
+        "versions",
     )
 
     def __init__(self) -> None:
@@ -67,6 +68,7 @@ class UpstreamState:
         self.protocol: str | None = None
         # From the upstream's server/discover answer; None while unknown (or legacy-only).
         self.capabilities: dict[str, Any] | None = None
+        self.versions: tuple[str, ...] | None = None  # its supportedVersions, from the same answer
         # A 2026-07-28 server that refused a legacy initialize: legacy clients reach it statelessly.
         self.refuses_initialize = False
 
@@ -248,7 +250,11 @@ class HttpUpstream:
                     else:
                         protocol = "2026-07-28" if resp.status == 200 else "legacy"
                         if resp.status == 200:
-                            self.state.capabilities = discovered_capabilities(answer, resp.content_type)
+                            result = discovered(answer, resp.content_type)
+                            self.state.capabilities = _dict_or_none(result.get("capabilities"))
+                            versions = result.get("supportedVersions")
+                            if isinstance(versions, list) and all(isinstance(v, str) for v in versions):
+                                self.state.versions = tuple(versions)
         except TimeoutError:
             error = f"no answer within {hb.timeout:g}s"
         except aiohttp.ClientError as exc:
@@ -284,18 +290,21 @@ class HttpUpstream:
             await asyncio.sleep(self.config.heartbeat.interval)
 
 
-def discovered_capabilities(body: bytes, content_type: str) -> dict[str, Any] | None:
-    """The capabilities in a ``server/discover`` answer (JSON, or SSE whose data is the answer)."""
+def discovered(body: bytes, content_type: str) -> dict[str, Any]:
+    """The result of a ``server/discover`` answer (JSON, or SSE whose data is the answer); {} if none."""
     if content_type == "text/event-stream":
         events = SSEParser().feed(body + b"\n\n")
         body = events[-1].data.encode() if events else b""
     try:
         message = jsonrpc.loads(body)
     except ValueError:
-        return None
+        return {}
     result = message.get("result") if isinstance(message, dict) else None
-    capabilities = result.get("capabilities") if isinstance(result, dict) else None
-    return capabilities if isinstance(capabilities, dict) else None
+    return result if isinstance(result, dict) else {}
+
+
+def _dict_or_none(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def describe_network_error(exc: BaseException) -> str:
