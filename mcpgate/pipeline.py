@@ -73,6 +73,7 @@ class RequestContext:
     upstream_ms: float | None = None  # until the upstream's answer began
     ended: float = 0.0  # monotonic, when the pipeline was done with it (the recorder's)
     rate_limit: tuple[str, str] | None = None  # (allow, deny or unavailable; the rule), for the audit event
+    refused: GatewayError | None = None  # found before the body was read; raised once its id is known
 
     @property
     def request_id(self) -> jsonrpc.RequestId | None:
@@ -143,11 +144,14 @@ async def check_transport(ctx: RequestContext) -> None:
     version = request.headers.get("MCP-Protocol-Version")
     if version is not None and version not in jsonrpc.SUPPORTED_VERSIONS:
         shown = jsonrpc.printable(version)
-        raise GatewayError(
+        refused = GatewayError(
             "unsupported_protocol_version",
             f"Unsupported protocol version: {shown}" if shown else "Unsupported protocol version",
             data={"supported": supported_versions(ctx), "requested": shown},
         )
+        if request.method != "POST":
+            raise refused
+        ctx.refused = refused  # raised by parse, once the body says which request it answers
     ctx.era = "modern" if jsonrpc.is_modern(version) else "legacy"
     if request.method == "POST":
         if request.content_type != "application/json":
@@ -199,6 +203,8 @@ async def parse(ctx: RequestContext) -> None:
     if ctx.request.method != "POST":
         return
     ctx.message = message = jsonrpc.parse(ctx.body)
+    if ctx.refused is not None:  # every error carries the request's id (SEP-2575)
+        raise ctx.refused
     if isinstance(message, list):
         if ctx.era == "modern" or ctx.request.headers.get("MCP-Protocol-Version", jsonrpc.BATCH_VERSION) != (
             jsonrpc.BATCH_VERSION

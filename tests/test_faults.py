@@ -96,6 +96,7 @@ async def test_an_unknown_version_is_answered_with_what_the_upstream_discovers(m
     upstream_error, gateway_error = answers["/servers/modern/mcp"]["error"], answers["/mcp"]["error"]
     assert upstream_error["data"] == {"reason": "unsupported_protocol_version", "supported": ["2026-07-28"],
                                       "requested": "1999-01-01"}  # fmt: skip
+    assert upstream_error["code"] == -32022 and answers["/mcp"]["id"] == 1  # the request's own id (SEP-2575)
     assert gateway_error["data"]["supported"] == own and gateway_error["data"]["requested"] == "1999-01-01"
 
 
