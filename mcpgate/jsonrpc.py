@@ -25,6 +25,7 @@ DEFAULT_NEGOTIATED_VERSION: Final = "2025-03-26"
 BATCH_VERSION: Final = "2025-03-26"
 
 META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
 
 # Methods whose Mcp-Name header must equal a body parameter (2026-07-28).
 NAMED_METHODS: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}

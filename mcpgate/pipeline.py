@@ -216,6 +216,18 @@ async def parse(ctx: RequestContext) -> None:
         check_modern_headers(ctx, message, meta_version)
 
 
+def check_request_meta(message: Message) -> None:
+    """A 2026-07-28 request names its protocol version and client capabilities in ``params._meta``;
+    without them it is invalid (-32602, 400), whoever would have answered it."""
+    meta = message.params.get("_meta")
+    if not isinstance(meta, dict):
+        raise GatewayError("invalid_params", "params._meta is required in protocol 2026-07-28")
+    if not isinstance(meta.get(jsonrpc.META_PROTOCOL_VERSION), str):
+        raise GatewayError("invalid_params", f"params._meta needs {jsonrpc.META_PROTOCOL_VERSION}")
+    if not isinstance(meta.get(jsonrpc.META_CLIENT_CAPABILITIES), dict):
+        raise GatewayError("invalid_params", f"params._meta needs {jsonrpc.META_CLIENT_CAPABILITIES} (an object)")
+
+
 def check_modern_headers(ctx: RequestContext, message: Message, meta_version: str | None) -> None:
     """2026-07-28 requests repeat what they are in headers; a mismatch is a 400 (-32020)."""
     headers = ctx.request.headers
@@ -238,6 +250,8 @@ def check_modern_headers(ctx: RequestContext, message: Message, meta_version: st
         name = headers.get("Mcp-Name")
         if name is None or jsonrpc.decode_header_value(name) != message.name:
             raise mismatch("Mcp-Name header is missing or does not match the body's name or uri")
+    if message.kind == "request":
+        check_request_meta(message)
 
 
 # -- 3. authenticate -------------------------------------------------------------------------

@@ -41,6 +41,8 @@ UNIFIED: Final = "*"  # the endpoint name and session scope of /mcp
 ANSWERED: Final = frozenset(
     {"initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen", *LIST_KEYS}
 )
+# The legacy era's methods that 2026-07-28 removed: a modern client asking gets 404 / -32601.
+REMOVED_IN_MODERN: Final = frozenset({"initialize", "ping", "logging/setLevel"})
 SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
 BATCH_CONCURRENCY: Final = 8
 # What a listen filter may ask for, and the capability that says the gateway can honor it.
@@ -83,6 +85,8 @@ async def route_message(ctx: RequestContext, message: Message) -> tuple[HttpUpst
         if replied is None or tagged is None:
             raise GatewayError("invalid_request", "This response answers no request the gateway relayed")
         return replied, Route(replied.name, "", "reply")
+    if message.kind == "request" and ctx.era == "modern" and message.method in REMOVED_IN_MODERN:
+        raise GatewayError("method_not_found", f"Method not found in protocol 2026-07-28: {message.method}", status=404)
     if message.kind != "request" or message.method in ANSWERED:
         return None
     assert message.method is not None

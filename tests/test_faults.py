@@ -555,3 +555,32 @@ async def two_clients(gw: RunningGateway) -> None:
             async with http.post(gw.endpoint("c"), json=req, headers=modern_headers("tools/list")) as r:
                 assert r.status == 200
                 assert "Set-Cookie" not in r.headers
+
+
+async def test_modern_requests_need_their_meta_and_removed_methods_are_404(mcp_upstream_url: str) -> None:
+    """2026-07-28 (SEP-2575): a request without _meta, or whose _meta lacks the protocol version or
+    the client capabilities, is -32602 / 400; initialize, ping and logging/setLevel no longer exist
+    (-32601 / 404). On /mcp the gateway answers these itself, so it must say so itself."""
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        url = gw.url + "/mcp"
+        full = modern_call("server/discover")["params"]["_meta"]
+        for n, meta in enumerate(
+            [None, {k: v for k, v in full.items() if "protocolVersion" not in k},
+             {k: v for k, v in full.items() if "clientCapabilities" not in k}]
+        ):  # fmt: skip
+            body = {
+                "jsonrpc": "2.0",
+                "id": 100 + n,
+                "method": "server/discover",
+                "params": {} if meta is None else {"_meta": meta},
+            }
+            async with http.post(url, json=body, headers=modern_headers("server/discover")) as resp:
+                error = await expect_error(resp, 400, "invalid_params", -32602)
+                assert error["id"] == 100 + n
+        for method in ("initialize", "ping", "logging/setLevel"):
+            async with http.post(url, json=modern_call(method, id=7), headers=modern_headers(method)) as resp:
+                assert (await expect_error(resp, 404, "method_not_found", -32601))["id"] == 7
+        async with http.post(
+            url, json=modern_call("server/discover"), headers=modern_headers("server/discover")
+        ) as resp:
+            assert resp.status == 200  # with its _meta whole, the same request is answered
