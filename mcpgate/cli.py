@@ -34,6 +34,7 @@ from mcpgate.cli_output import (
     policy_report,
     policy_text,
     print_issues,
+    reachable_host,
     routes_text,
     server_info,
     server_route,
@@ -61,7 +62,6 @@ EXIT_UNAVAILABLE: Final = 69  # EX_UNAVAILABLE: start could not listen on its ad
 EXIT_CONFIG: Final = 78  # EX_CONFIG: start refused the configuration; do not restart
 
 DEFAULT_HEALTH_URL: Final = "http://127.0.0.1:8080/readyz"
-WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -839,9 +839,7 @@ def default_health_url(config_path: str | None) -> str:
         trailer = "{count} error(s) in the configuration; pass --url to skip it"
         config = load_or_exit(config_path, overrides, code=EXIT_FAILURE, trailer=trailer, check_support=False)
         host, port = config.server.host, config.server.port
-    if host in WILDCARD_HOSTS:
-        host = "127.0.0.1"
-    return f"http://{host_port(host, port)}/readyz"
+    return f"http://{host_port(reachable_host(host), port)}/readyz"
 
 
 async def check_health(url: str, seconds: float) -> tuple[int | None, Any, str | None]:

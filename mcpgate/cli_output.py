@@ -48,6 +48,14 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def reachable_host(host: str) -> str:
+    """Where to reach, from this machine, a gateway listening on ``host``: a wildcard means loopback."""
+    return "127.0.0.1" if host in WILDCARD_HOSTS else host
+
+
 def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 

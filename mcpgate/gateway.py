@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,9 +26,10 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LISTED_AS, Listed
 from mcpgate.jsonrpc import LATEST_LEGACY
-from mcpgate.limits import Limiter, display_url
+from mcpgate.limits import Limiter
 from mcpgate.limits.rules import StoreUnavailable
 from mcpgate.observability import otel
+from mcpgate.observability.logging import Redactor
 from mcpgate.observability.recorder import Recorder
 from mcpgate.observability.shared import Shared
 from mcpgate.plan import Plan
@@ -69,7 +70,7 @@ class Gateway:
     shared_metrics: Shared | None = None  # under server.workers: this worker's numbers, for its peers
     tracing: Tracing | None = None  # OpenTelemetry, made at start when observability.tracing is on
     bridge_dir: str = ""  # where bridged (stdio, sse) upstreams get their private sockets
-    _sockets: Iterator[int] = field(default_factory=itertools.count)
+    socket_path: Callable[[], str] = lambda: ""  # the next of them (``socket_namer``)
     _bridge_dir_made: bool = False
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)  # replaced parts, closed after a drain
     # What each upstream last listed, for the router's catalogue fallback; swapped whole when it changes.
@@ -124,21 +125,18 @@ class Gateway:
     def children(self) -> Mapping[str, tuple[Channel, Bridge]]:
         return self.plan.children
 
-    def socket_path(self) -> str:
-        return os.path.join(self.bridge_dir, f"{next(self._sockets)}.sock")
-
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
         # The directory is created at start, not here: validate builds a Gateway too, and must
         # leave nothing behind.
         bridge_dir = os.path.join(tempfile.gettempdir(), f"mcpgate-{os.getpid()}-{secrets.token_hex(4)}")
-        sockets = itertools.count()
-        built = plan.build(config, lambda: os.path.join(bridge_dir, f"{next(sockets)}.sock"), first_use)
+        next_socket = socket_namer(bridge_dir)
+        built = plan.build(config, next_socket, first_use)
         sessions = config.sessions
         store: SessionStore
         if sessions.backend == "redis":
             store = RedisSessionStore(
-                os.environ.get("REDIS_URL") or sessions.redis_url,  # as for rate_limit: the environment wins
+                plan.redis_url(sessions.redis_url),
                 sessions.key_prefix,
                 sessions.idle_timeout,
                 max_sessions=sessions.max_sessions,
@@ -148,7 +146,7 @@ class Gateway:
             store = MemorySessionStore(
                 sessions.idle_timeout, max_sessions=sessions.max_sessions, max_per_client=sessions.max_per_client
             )
-        gateway = cls(built.plan, store, bridge_dir=bridge_dir, _sockets=sockets)
+        gateway = cls(built.plan, store, bridge_dir=bridge_dir, socket_path=next_socket)
         if config.observability.tracing.enabled and not otel.available():
             raise StartupError(otel.MISSING)
         gateway.recorder = Recorder(config.observability, [u.name for u in config.upstreams])
@@ -192,7 +190,7 @@ class Gateway:
         try:
             await self.sessions.check()
         except Exception as exc:
-            where = display_url(self.config.sessions.redis_url)
+            where = Redactor().url(self.config.sessions.redis_url)
             raise StartupError(f"sessions: cannot reach redis at {where} ({type(exc).__name__}: {exc})") from None
         await self.start_parts(list(self.upstreams.values()), list(self.children.values()))
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="session-sweeper")
@@ -422,6 +420,12 @@ class Gateway:
             for session in await self.sessions.expire():
                 log.debug("session expired after %.0fs idle", self.config.sessions.idle_timeout)
                 await self.end_upstream_sessions(session)
+
+
+def socket_namer(directory: str) -> Callable[[], str]:
+    """Names for bridged upstreams' sockets, never reused: a reload adds to those already bound."""
+    numbers = itertools.count()
+    return lambda: os.path.join(directory, f"{next(numbers)}.sock")
 
 
 async def first_use(channel: Channel, seconds: float) -> None:

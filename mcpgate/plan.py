@@ -58,9 +58,10 @@ class Build:
     new_limiter: bool = False
 
 
-def limits_with_environment(limits: RateLimitConfig) -> RateLimitConfig:
-    """``REDIS_URL`` overrides the file, as 12-factor deployments expect of a connection string."""
-    return dataclasses.replace(limits, redis_url=os.environ.get("REDIS_URL") or limits.redis_url)
+def redis_url(configured: str) -> str:
+    """``REDIS_URL`` overrides the file (rate limits and sessions alike), as 12-factor
+    deployments expect of a connection string."""
+    return os.environ.get("REDIS_URL") or configured
 
 
 def build(
@@ -123,7 +124,7 @@ def _same_auth(new: Config, old: Config) -> bool:
 def _limiter(config: Config, previous: Plan | None) -> tuple[Limiter | None, bool]:
     if config.rate_limit is None:
         return None, False
-    limits = limits_with_environment(config.rate_limit)
+    limits = dataclasses.replace(config.rate_limit, redis_url=redis_url(config.rate_limit.redis_url))
     old = previous.limiter if previous is not None else None
     if old is not None and old.config == limits:
         return old, False

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from mcpgate import systemd
+from mcpgate.cli_output import reachable_host
 from mcpgate.config.model import Config
 
 log = logging.getLogger("mcpgate.workers")
@@ -126,8 +127,7 @@ class Supervisor:
 
     def _listening(self) -> bool:
         """Ready for systemd once a worker accepts connections on the port."""
-        host = self.config.server.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        host = reachable_host(self.config.server.host)
         try:
             with socket.create_connection((host, self.config.server.port), timeout=0.2):
                 return True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Final, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -20,19 +19,11 @@ from mcpgate.errors import GatewayError
 from mcpgate.jsonrpc import Message
 from mcpgate.limits.memory import MemoryBuckets
 from mcpgate.limits.rules import Outcome, RateLimits, StoreUnavailable
+from mcpgate.observability.logging import Redactor
 from mcpgate.unified import UNIFIED
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
-
-
-def display_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 HEADERS_KEY: Final = web.RequestKey("rate_limit_headers", dict)  # for the response, streamed or not
@@ -67,7 +58,8 @@ class Limiter:
             await check()
         except Exception as exc:
             raise StoreUnavailable(
-                f"rate_limit: cannot reach redis at {display_url(self.config.redis_url)} ({type(exc).__name__}: {exc})"
+                f"rate_limit: cannot reach redis at {Redactor().url(self.config.redis_url)} "
+                f"({type(exc).__name__}: {exc})"
             ) from None
 
     async def admit(self, ctx: RequestContext) -> None:

@@ -191,9 +191,6 @@ class AuditLog:
                 self._file.close()
             self._file = None
 
-    def write(self, event: AuditEvent) -> None:
-        self.write_all((event,))
-
     def write_all(self, events: Sequence[AuditEvent]) -> None:
         """One write for a batch of events (``Recorder.drain``)."""
         data = b"".join([event.json_line() for event in events])
