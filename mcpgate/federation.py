@@ -25,6 +25,8 @@ LIST_KEYS: Final[Mapping[str, tuple[str, str]]] = {
     "resources/list": ("resources", "uri"),
     "resources/templates/list": ("resourceTemplates", "uriTemplate"),
 }
+# Results that carry ttlMs and cacheScope in 2026-07-28.
+CACHED_RESULTS: Final = frozenset({*LIST_KEYS, "resources/read"})
 # What a list method lists, as the routing catalogue files it.
 LISTED_AS: Final[Mapping[str, ListedKind]] = {**LIST_KIND, "resources/templates/list": "template"}
 # Assumed for an upstream whose capabilities are not known yet (a legacy-only server the
@@ -89,17 +91,25 @@ def tag_requests(upstream: str) -> Callable[[dict[str, Any]], dict[str, Any] | N
     return rewrite
 
 
-def as_modern_answer(gateway_id: str, client_id: object) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+def as_modern_answer(
+    gateway_id: str, client_id: object, method: str
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
     """A rewrite for a legacy upstream's answer to a 2026-07-28 client: the client's own id back,
-    and the ``resultType`` that era requires (a legacy result is always complete)."""
+    and what that era requires of a result: a ``resultType`` (a legacy result is always complete)
+    and, on lists and ``resources/read``, caching guidance. The upstream gave none, so: cache
+    nothing, share nothing (``ttlMs`` 0, ``private``)."""
+    cached = method in CACHED_RESULTS
 
     def rewrite(message: dict[str, Any]) -> dict[str, Any] | None:
         if message.get("id") != gateway_id or "method" in message:
             return None
         result = message.get("result")
-        if isinstance(result, dict) and "resultType" not in result:
-            return {**message, "id": client_id, "result": {**result, "resultType": "complete"}}
-        return {**message, "id": client_id}
+        if not isinstance(result, dict):
+            return {**message, "id": client_id}
+        result = {"resultType": "complete", **result}
+        if cached:
+            result = {"ttlMs": 0, "cacheScope": "private", **result}
+        return {**message, "id": client_id, "result": result}
 
     return rewrite
 

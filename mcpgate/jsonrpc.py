@@ -24,6 +24,10 @@ DEFAULT_NEGOTIATED_VERSION: Final = "2025-03-26"
 # The only version whose sessions may send JSON-RPC batches.
 BATCH_VERSION: Final = "2025-03-26"
 
+# The legacy era's methods that 2026-07-28 removed: a modern client asking gets 404 / -32601.
+REMOVED_IN_MODERN: Final = frozenset({"initialize", "ping", "logging/setLevel"})
+# The _meta keys of the 2026-07-28 era (protocol version, client capabilities...).
+MODERN_META_PREFIX: Final = "io.modelcontextprotocol/"
 META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
 

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 
-from mcpgate import guard, jsonrpc, proxy, unified
+from mcpgate import guard, held, jsonrpc, proxy, unified
 from mcpgate.auth.identity import ANONYMOUS, Identity
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
@@ -344,9 +344,13 @@ async def rate_limit(ctx: RequestContext) -> None:
 
 
 async def forward(ctx: RequestContext) -> None:
-    """Per-server requests are relayed as bytes (``proxy``); the unified endpoint's are answered or routed."""
+    """Per-server requests are relayed as bytes (``proxy``), or through the session the gateway
+    holds when a modern client meets a legacy-only upstream (``held``); the unified endpoint's
+    are answered or routed."""
     if ctx.endpoint == UNIFIED:
         await unified.forward(ctx)
+    elif ctx.era == "modern" and await held.wanted(ctx):
+        await held.forward(ctx)
     else:
         await proxy.forward(ctx)
 

@@ -381,8 +381,12 @@ async def _reinitialize(ctx: RequestContext, session: Session, upstream: HttpUps
         if resp.status != 200:
             raise bad_status(upstream, resp, f"refused to re-open its session (HTTP {resp.status})")
         _, message = await read_initialize_result(upstream, resp, request_id)
-        if message is None or not isinstance(message.get("result"), dict):
+        result = message.get("result") if message is not None else None
+        if not isinstance(result, dict):
             raise bad_status(upstream, resp, "refused to re-open its session")
+        if upstream.state.capabilities is None and isinstance(result.get("capabilities"), dict):
+            # A legacy-only upstream's capabilities, which its heartbeat (server/discover) cannot learn.
+            upstream.state.capabilities = result["capabilities"]
         new_sid = resp.headers.get(SESSION_HEADER)
     finally:
         resp.release()

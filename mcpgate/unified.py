@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from aiohttp import web
 
-from mcpgate import federation, guard, jsonrpc, outbound
+from mcpgate import federation, guard, held, jsonrpc, outbound
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LIST_KEYS
 from mcpgate.jsonrpc import Message
@@ -41,8 +41,6 @@ UNIFIED: Final = "*"  # the endpoint name and session scope of /mcp
 ANSWERED: Final = frozenset(
     {"initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen", *LIST_KEYS}
 )
-# The legacy era's methods that 2026-07-28 removed: a modern client asking gets 404 / -32601.
-REMOVED_IN_MODERN: Final = frozenset({"initialize", "ping", "logging/setLevel"})
 SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
 BATCH_CONCURRENCY: Final = 8
 # What a listen filter may ask for, and the capability that says the gateway can honor it.
@@ -52,8 +50,6 @@ LISTEN_FLAGS: Final = {
     "resourcesListChanged": ("resources", "listChanged"),
     "resourceSubscriptions": ("resources", "subscribe"),
 }
-# The _meta keys of the 2026-07-28 era, which a legacy upstream has no use for.
-MODERN_META: Final = "io.modelcontextprotocol/"
 
 
 # -- route: which upstream, or the gateway itself --------------------------------------------
@@ -85,7 +81,7 @@ async def route_message(ctx: RequestContext, message: Message) -> tuple[HttpUpst
         if replied is None or tagged is None:
             raise GatewayError("invalid_request", "This response answers no request the gateway relayed")
         return replied, Route(replied.name, "", "reply")
-    if message.kind == "request" and ctx.era == "modern" and message.method in REMOVED_IN_MODERN:
+    if message.kind == "request" and ctx.era == "modern" and message.method in jsonrpc.REMOVED_IN_MODERN:
         raise GatewayError("method_not_found", f"Method not found in protocol 2026-07-28: {message.method}", status=404)
     if message.kind != "request" or message.method in ANSWERED:
         return None
@@ -155,7 +151,7 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     raw, name = renamed(message, target.name)
     session = await outbound.session_for(ctx, upstream)
     if ctx.session is None and session is not None:
-        await forward_held(ctx, upstream, session, message, raw or message.raw)
+        await held.forward_call(ctx, upstream, session, message, raw or message.raw)
         return
     if ctx.session is not None and session is None:
         await forward_stateless(ctx, upstream, message, raw or message.raw)
@@ -170,30 +166,6 @@ async def forward_call(ctx: RequestContext, message: Message) -> None:
     resp = await exchange(ctx, upstream, body=body, mcp_name=name)
     try:
         await relay(ctx, resp, rewrite=tag, long_lived=False)
-    finally:
-        resp.release()
-
-
-async def forward_held(
-    ctx: RequestContext, upstream: HttpUpstream, session: Session, message: Message, raw: dict[str, Any]
-) -> None:
-    """A 2026-07-28 client's call to a legacy-only upstream, in the session the gateway holds with it.
-
-    That session is shared by every such client, so the call travels under an id of the
-    gateway's and the answer gets the client's id back; the modern ``_meta`` keys stay behind.
-    ``raw`` is the message as the upstream must see it (renamed where need be).
-    """
-    assert message.method is not None
-    params = raw.get("params")
-    params = dict(params) if isinstance(params, dict) else {}
-    meta = params.pop("_meta", None)
-    if isinstance(meta, dict) and (kept := {k: v for k, v in meta.items() if not k.startswith(MODERN_META)}):
-        params["_meta"] = kept
-    held_id = f"mcpgate-held-{next(outbound.ids)}"
-    body = jsonrpc.dumps({**raw, "id": held_id, "params": params})
-    resp = await outbound.post(ctx, upstream, session, message.method, body)
-    try:
-        await relay(ctx, resp, rewrite=federation.as_modern_answer(held_id, message.id), long_lived=False)
     finally:
         resp.release()
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import node
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SERVER = ROOT / "examples" / "servers" / "demo_server.py"
 NAMED_SERVER = ROOT / "tests" / "servers" / "named_server.py"
 LOOPBACK_PRELOAD = ROOT / "tests" / "servers" / "loopback.cjs"
-# The TypeScript reference server: legacy era only, a real legacy-only upstream. Installed by
-# .ci/run (or here, on first use) into a cache outside the repository, pinned.
-EVERYTHING = "@modelcontextprotocol/server-everything@2026.8.31"
-NPM_PREFIX = Path(os.environ.get("MCPGATE_TEST_NPM_PREFIX", Path.home() / ".cache" / "mcpgate-tests" / "npm"))
+# The TypeScript reference server: legacy era only, a real legacy-only upstream (tests/node.py).
+EVERYTHING = "@modelcontextprotocol/server-everything"
 
 
 def free_port() -> int:
@@ -104,34 +104,26 @@ def require_or_skip(why: str) -> None:
     pytest.skip(why)
 
 
-def everything_entry() -> Path | None:
-    entry = NPM_PREFIX / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-    if not entry.is_file() and shutil.which("npm"):
-        subprocess.run(
-            ["npm", "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", "--silent", EVERYTHING],
-            check=False,
-            capture_output=True,
-            timeout=600,
-        )
-    return entry if entry.is_file() else None
+def everything_command() -> list[str]:
+    """How to start server-everything, installing the pinned packages on first use."""
+    binary = node.node()
+    if binary is None:
+        require_or_skip("Node.js is not available: the TypeScript reference server cannot run")
+    assert binary is not None
+    why = node.ensure_packages()
+    if why is not None:
+        require_or_skip(why)
+    return [str(binary), "--require", str(LOOPBACK_PRELOAD), str(node.entry(EVERYTHING))]
 
 
 @pytest.fixture(scope="session")
 def everything_url() -> Iterator[str]:
     """server-everything (TypeScript, legacy era only) over Streamable HTTP, on loopback."""
-    if shutil.which("node") is None:
-        require_or_skip("node is not installed: the TypeScript reference server cannot run")
-    entry = everything_entry()
-    if entry is None:
-        require_or_skip(f"{EVERYTHING} is not installed under {NPM_PREFIX} and npm could not install it")
-    assert entry is not None
+    command = everything_command()
     port = free_port()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            ["node", "--require", str(LOOPBACK_PRELOAD), str(entry), "streamableHttp"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PORT": str(port)},
+            [*command, "streamableHttp"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PORT": str(port)}
         )
     try:
         wait_for_port(port, proc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mcpgate import federation
 from mcpgate.config.model import Glob, RouteMatch, RoutingRule, UpstreamConfig
 from mcpgate.federation import Listed
@@ -126,7 +128,7 @@ def test_whether_a_client_answers_server_requests() -> None:
 
 
 def test_a_legacy_answer_becomes_a_modern_one() -> None:
-    rewrite = federation.as_modern_answer("mcpgate-held-9", 1)
+    rewrite = federation.as_modern_answer("mcpgate-held-9", 1, "tools/call")
     answer = {"jsonrpc": "2.0", "id": "mcpgate-held-9", "result": {"content": []}}
     assert rewrite(answer) == {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "resultType": "complete"}}
     error = {"jsonrpc": "2.0", "id": "mcpgate-held-9", "error": {"code": -1, "message": "no"}}
@@ -134,3 +136,15 @@ def test_a_legacy_answer_becomes_a_modern_one() -> None:
     progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
     assert rewrite(progress) is None
     assert rewrite({"jsonrpc": "2.0", "id": "other", "result": {}}) is None
+
+
+@pytest.mark.parametrize("method", ["resources/read", "tools/list", "resources/templates/list"])
+def test_a_legacy_answer_says_how_a_modern_client_may_cache_it(method: str) -> None:
+    """2026-07-28 requires ttlMs and cacheScope on lists and reads; a legacy upstream gives
+    none, so the answer may not be cached or shared. What the upstream said, it keeps."""
+    rewrite = federation.as_modern_answer("g", 1, method)
+    answer = rewrite({"jsonrpc": "2.0", "id": "g", "result": {"contents": []}})
+    assert answer is not None
+    assert answer["result"] == {"contents": [], "resultType": "complete", "ttlMs": 0, "cacheScope": "private"}
+    kept = rewrite({"jsonrpc": "2.0", "id": "g", "result": {"ttlMs": 5000, "cacheScope": "public"}})
+    assert kept is not None and kept["result"]["ttlMs"] == 5000 and kept["result"]["cacheScope"] == "public"

@@ -20,7 +20,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.subscriptions import ToolsListChanged
 
-from mcpgate.config.model import Glob, Heartbeat, RouteMatch, RoutingRule, UpstreamConfig
+from mcpgate.config.model import Glob, Heartbeat, RouteMatch, RoutingRule, ToolFilter, UpstreamConfig
 from tests.conftest import NAMED_SERVER, free_port, start_demo_server, stop_process
 from tests.gateway_harness import (
     LEGACY,
@@ -588,6 +588,46 @@ async def test_a_legacy_only_upstream_gets_its_own_names_through_the_held_sessio
                 ) as r:
                     assert r.status in (200, 400), await r.text()
                     assert (await read_messages(r))[-1]["id"] == 3
+    finally:
+        stop_process(proc)
+
+
+async def test_a_modern_client_uses_a_legacy_only_upstream_through_its_own_endpoint_too() -> None:
+    """/servers/<name>/mcp of a legacy-only upstream, for a 2026-07-28 client: the gateway answers
+    server/discover itself (it bridges), and sends everything else through the session it holds,
+    answered in 2026-07-28 terms (caching fields included) and filtered like any per-server list."""
+    port = free_port()
+    proc = start_demo_server(port, NAMED_SERVER, "--name", "old", "--legacy-only")
+    try:
+        tools = ToolFilter(deny=(Glob.compile("only_*"),))
+        old = UpstreamConfig(name="old", transport="streamable-http", url=f"http://127.0.0.1:{port}/mcp", tools=tools)
+        async with running_gateway(make_config({"old": old})) as gw:
+            url = gw.endpoint("old")
+            async with sdk_client(url, "2026-07-28") as c:
+                names = {t.name for t in (await c.list_tools()).tools}
+                assert {"whoami", "add"} <= names and "only_old" not in names
+                assert (await c.call_tool("whoami", {})).content[0].text == "old"  # type: ignore[union-attr]
+                read = await c.read_resource("named://old/info")
+                assert "old" in read.contents[0].text  # type: ignore[union-attr]
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    url, json=modern_call("server/discover"), headers=modern_headers("server/discover")
+                ) as r:
+                    discovered = (await read_messages(r))[-1]["result"]
+                assert discovered["supportedVersions"] == ["2026-07-28"]
+                assert "tools" in discovered["capabilities"]
+                read_call = modern_call("resources/read", {"uri": "named://old/info"}, id=4)
+                async with http.post(
+                    url, json=read_call, headers=modern_headers("resources/read", "named://old/info")
+                ) as r:
+                    answer = (await read_messages(r))[-1]
+                assert answer["id"] == 4
+                assert answer["result"]["ttlMs"] == 0 and answer["result"]["cacheScope"] == "private"
+                async with http.post(url, json=modern_call("ping", id=5), headers=modern_headers("ping")) as r:
+                    assert r.status == 404 and (await r.json())["error"]["code"] == -32601
+                listen = modern_call("subscriptions/listen", {"notifications": {}}, id=6)
+                async with http.post(url, json=listen, headers=modern_headers("subscriptions/listen")) as r:
+                    assert r.status == 404 and "/mcp" in (await r.json())["error"]["message"]
     finally:
         stop_process(proc)
 
