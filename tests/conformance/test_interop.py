@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from mcpgate.config.model import UpstreamConfig
+from mcpgate.config.model import Transport, UpstreamConfig
 from tests import node
 from tests.conftest import DEMO_SERVER, everything_command, free_port, start_demo_server, stop_process
 from tests.gateway_harness import make_config, running_gateway, sdk_client
@@ -80,21 +80,18 @@ def sse_upstream_url() -> Iterator[str]:
 
 
 def upstream(kind: str, request: pytest.FixtureRequest) -> tuple[UpstreamConfig, Script]:
-    timeouts = {"timeout": 30.0, "connect_timeout": 30.0}
+    def config(transport: Transport, **where: Any) -> UpstreamConfig:
+        return UpstreamConfig(name="up", transport=transport, timeout=30.0, connect_timeout=30.0, **where)
+
     if kind == "python-http":
-        url = request.getfixturevalue("mcp_upstream_url")
-        return UpstreamConfig(name="up", transport="streamable-http", url=url, **timeouts), PYTHON_SDK
+        return config("streamable-http", url=request.getfixturevalue("mcp_upstream_url")), PYTHON_SDK
     if kind == "python-stdio":
-        command = (sys.executable, str(DEMO_SERVER), "--transport", "stdio")
-        return UpstreamConfig(name="up", transport="stdio", command=command, **timeouts), PYTHON_SDK
+        return config("stdio", command=(sys.executable, str(DEMO_SERVER), "--transport", "stdio")), PYTHON_SDK
     if kind == "python-sse":
-        url = request.getfixturevalue("sse_upstream_url")
-        return UpstreamConfig(name="up", transport="sse", url=url, **timeouts), PYTHON_SDK
+        return config("sse", url=request.getfixturevalue("sse_upstream_url")), PYTHON_SDK
     if kind == "everything-http":
-        url = request.getfixturevalue("everything_url")
-        return UpstreamConfig(name="up", transport="streamable-http", url=url, **timeouts), EVERYTHING
-    command = (*everything_command(), "stdio")
-    return UpstreamConfig(name="up", transport="stdio", command=command, **timeouts), EVERYTHING
+        return config("streamable-http", url=request.getfixturevalue("everything_url")), EVERYTHING
+    return config("stdio", command=(*everything_command(), "stdio")), EVERYTHING
 
 
 async def python_cell(url: str, mode: str, script: Script) -> None:
