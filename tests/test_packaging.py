@@ -26,6 +26,6 @@ def test_the_wheel_has_the_version_the_schema_and_the_command(tmp_path: Path) ->
         metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert f"\nVersion: {mcpgate.__version__}\n" in metadata
-    assert {"mcpgate/config/schema.json", "mcpgate/py.typed", "mcpgate/cli.py"} <= names
+    assert {"mcpgate/config/schema.json", "mcpgate/py.typed", "mcpgate/cli/__init__.py"} <= names
     assert "mcpgate = mcpgate.cli:main" in entry_points
     assert not [n for n in names if n.startswith(("tests/", "bench/", "examples/"))]
