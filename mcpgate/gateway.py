@@ -40,7 +40,7 @@ from mcpgate.sessions import MemorySessionStore, Session, SessionStore
 from mcpgate.unified import UNIFIED
 from mcpgate.upstream.bridge import Bridge
 from mcpgate.upstream.channel import Channel
-from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
+from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream, UpstreamResponse
 from mcpgate.workers import SHARED_DIR_ENV, worker_slot
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Gateway:
     # Set when shutdown begins: long-lived streams end, new work is refused.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     # Open upstream responses of long-lived streams (GET), closed at shutdown so they end at once.
-    streams: set[aiohttp.ClientResponse] = field(default_factory=set)
+    streams: set[UpstreamResponse] = field(default_factory=set)
     open_streams: dict[str, int] = field(default_factory=dict)  # long-lived streams per upstream, for metrics
     _sweeper: asyncio.Task[None] | None = None
     _session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)

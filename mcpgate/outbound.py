@@ -15,8 +15,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-
 from mcpgate import federation, jsonrpc
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LIST_KEYS, Listed
@@ -25,7 +23,7 @@ from mcpgate.proxy import open_upstream_session, read_chunk, read_response, reop
 from mcpgate.routing import LIST_KIND
 from mcpgate.sessions import Session
 from mcpgate.sse import SSEError, SSEEvent, SSEParser
-from mcpgate.upstream.http import POST_ACCEPT, STREAM_ACCEPT, HttpUpstream
+from mcpgate.upstream.http import POST_ACCEPT, STREAM_ACCEPT, HttpUpstream, UpstreamResponse
 
 if TYPE_CHECKING:
     from mcpgate.gateway import Gateway
@@ -265,7 +263,7 @@ def stream_headers(upstream: HttpUpstream, session: Session) -> Any:
 @contextlib.asynccontextmanager
 async def open_stream(
     gateway: Gateway, upstream: HttpUpstream, method: str, headers: Any, body: bytes | None = None
-) -> AsyncIterator[aiohttp.ClientResponse]:
+) -> AsyncIterator[UpstreamResponse]:
     """A long-lived upstream stream: registered so that shutdown ends it at once, released after."""
     resp = await upstream.send(method, headers, body, stream=True)
     gateway.streams.add(resp)
@@ -276,11 +274,11 @@ async def open_stream(
         resp.release()
 
 
-def is_event_stream(resp: aiohttp.ClientResponse) -> bool:
+def is_event_stream(resp: UpstreamResponse) -> bool:
     return resp.status == 200 and resp.content_type == "text/event-stream"
 
 
-async def events(upstream: HttpUpstream, resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+async def events(upstream: HttpUpstream, resp: UpstreamResponse) -> AsyncIterator[SSEEvent]:
     """The events of an upstream stream as they arrive; a stall or break is a ``GatewayError``."""
     parser = SSEParser()
     while chunk := await read_chunk(upstream, resp):
@@ -348,7 +346,7 @@ async def legacy_only(upstream: HttpUpstream) -> bool:
 
 async def post(
     ctx: RequestContext, upstream: HttpUpstream, session: Session | None, method: str, body: bytes
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """POST a message of the gateway's making; an upstream that forgot the session gets a new one, once."""
     sent_sid = session.upstream_sessions.get(upstream.name) if session is not None else None
     resp = await upstream.send("POST", upstream_headers(upstream, session, method), body)

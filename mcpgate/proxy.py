@@ -23,7 +23,7 @@ from mcpgate.errors import GatewayError
 from mcpgate.rewrite import Rewrite, list_filter, rewrite_json, sse_rewriter
 from mcpgate.sessions import Session, new_session_id
 from mcpgate.sse import SSEError, SSEParser, encode_event
-from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream
+from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream, UpstreamResponse
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
@@ -62,7 +62,7 @@ async def forward(ctx: RequestContext) -> None:
 
 async def exchange(
     ctx: RequestContext, upstream: HttpUpstream, *, body: bytes | None = None, mcp_name: str | None = None
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """Send the client's request upstream; an upstream that forgot its session gets a new one, once."""
     sent_sid = ctx.session.upstream_sessions.get(upstream.name) if ctx.session else None
     resp = await send(ctx, upstream, body, mcp_name)
@@ -76,7 +76,7 @@ async def exchange(
 
 async def send(
     ctx: RequestContext, upstream: HttpUpstream, body: bytes | None = None, mcp_name: str | None = None
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """``body`` and ``mcp_name`` replace the client's where the unified endpoint renamed the call."""
     method = ctx.request.method
     upstream_sid = ctx.session.upstream_sessions.get(upstream.name) if ctx.session else None
@@ -96,7 +96,7 @@ async def send(
         ctx.upstream_ms = (time.monotonic() - started) * 1000
 
 
-def client_headers(ctx: RequestContext, resp: aiohttp.ClientResponse) -> dict[str, str]:
+def client_headers(ctx: RequestContext, resp: UpstreamResponse) -> dict[str, str]:
     headers = {
         name: value
         for name in RESPONSE_HEADERS
@@ -121,13 +121,11 @@ def passable_header(name: str, value: str) -> bool:
     return True
 
 
-def bad_status(upstream: HttpUpstream, resp: aiohttp.ClientResponse, why: str) -> GatewayError:
+def bad_status(upstream: HttpUpstream, resp: UpstreamResponse, why: str) -> GatewayError:
     return upstream.error("upstream_bad_response", why, status=resp.status, content_type=resp.content_type)
 
 
-async def relay(
-    ctx: RequestContext, resp: aiohttp.ClientResponse, *, rewrite: Rewrite | None, long_lived: bool
-) -> None:
+async def relay(ctx: RequestContext, resp: UpstreamResponse, *, rewrite: Rewrite | None, long_lived: bool) -> None:
     upstream = ctx.upstream
     assert upstream is not None
     status = resp.status
@@ -169,13 +167,13 @@ def upstream_faults(upstream: HttpUpstream) -> Iterator[None]:
         raise upstream.error("upstream_bad_response", f"broke off its answer: {type(exc).__name__}") from None
 
 
-async def read_chunk(upstream: HttpUpstream, resp: aiohttp.ClientResponse) -> bytes:
+async def read_chunk(upstream: HttpUpstream, resp: UpstreamResponse) -> bytes:
     """The next piece of a streamed answer, ``b""`` at its end."""
     with upstream_faults(upstream):
         return await resp.content.readany()
 
 
-async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_upstream(upstream: HttpUpstream, resp: UpstreamResponse, limit: int) -> bytes:
     """Read a whole (small) answer; a slow or broken body is the upstream's fault, said once here."""
     length = resp.content_length
     if length is not None and length > limit:
@@ -191,7 +189,7 @@ async def read_upstream(upstream: HttpUpstream, resp: aiohttp.ClientResponse, li
     return bytes(body)
 
 
-async def copy_stream(ctx: RequestContext, resp: aiohttp.ClientResponse, status: int) -> None:
+async def copy_stream(ctx: RequestContext, resp: UpstreamResponse, status: int) -> None:
     """A large JSON answer, copied through as it arrives."""
     out = web.StreamResponse(status=status, headers=client_headers(ctx, resp))
     if resp.content_length is not None and "Content-Encoding" not in resp.headers:  # not if decompressed
@@ -203,7 +201,7 @@ async def copy_stream(ctx: RequestContext, resp: aiohttp.ClientResponse, status:
 
 
 async def relay_stream(
-    ctx: RequestContext, resp: aiohttp.ClientResponse, *, rewrite: Rewrite | None, long_lived: bool
+    ctx: RequestContext, resp: UpstreamResponse, *, rewrite: Rewrite | None, long_lived: bool
 ) -> None:
     out = web.StreamResponse(status=200, headers={**client_headers(ctx, resp), **SSE_HEADERS})
     await out.prepare(ctx.request)
@@ -227,7 +225,7 @@ async def relay_stream(
 
 async def pump(
     ctx: RequestContext,
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     out: web.StreamResponse,
     *,
     transform: Callable[[bytes], bytes] | None,
@@ -278,7 +276,7 @@ async def write_quietly(out: web.StreamResponse, data: bytes | None) -> None:
 
 
 async def read_response(
-    upstream: HttpUpstream, resp: aiohttp.ClientResponse, request_id: jsonrpc.RequestId, *, limit: int
+    upstream: HttpUpstream, resp: UpstreamResponse, request_id: jsonrpc.RequestId, *, limit: int
 ) -> dict[str, Any] | None:
     """The decoded response to a request of the gateway's own (JSON or SSE), within ``limit`` bytes."""
     return (await read_initialize_result(upstream, resp, request_id, limit=limit))[1]
@@ -286,7 +284,7 @@ async def read_response(
 
 async def read_initialize_result(
     upstream: HttpUpstream,
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     request_id: jsonrpc.RequestId | None,
     *,
     limit: int = MAX_INITIALIZE_BODY,
@@ -320,7 +318,7 @@ async def read_initialize_result(
     raise bad_status(upstream, resp, "never answered the request")
 
 
-async def answer_initialize(ctx: RequestContext, resp: aiohttp.ClientResponse) -> None:
+async def answer_initialize(ctx: RequestContext, resp: UpstreamResponse) -> None:
     upstream = ctx.upstream
     assert upstream is not None
     assert isinstance(ctx.message, jsonrpc.Message)

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Literal
@@ -25,6 +27,7 @@ from mcpgate.errors import GatewayError
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.observability.tracing import REQUEST_ID
 from mcpgate.sse import SSEParser
+from mcpgate.upstream.pool import ConnectionPool, InvalidAnswer, PooledResponse, PoolError, describe
 
 log = logging.getLogger("mcpgate.upstream")
 
@@ -42,6 +45,14 @@ STREAM_ACCEPT: Final = "text/event-stream"
 LARGE_BODY: Final = 1024 * 1024
 
 Health = Literal["unknown", "healthy", "unhealthy"]
+# An upstream's answer: aiohttp's, or the lean pool's, which reads the same way.
+UpstreamResponse = aiohttp.ClientResponse | PooledResponse
+
+
+def upstream_client() -> str:
+    """``MCPGATE_UPSTREAM_CLIENT=aiohttp`` sends every request through aiohttp's client: the
+    lean pool's escape hatch, and how the test suite runs against both."""
+    return os.environ.get("MCPGATE_UPSTREAM_CLIENT", "pool")
 
 
 class UpstreamState:
@@ -99,8 +110,10 @@ class HttpUpstream:
         # Credentials in the URL become a Basic header (unless `auth` says otherwise): aiohttp
         # refuses a URL with userinfo next to an Authorization header, and URLs end up in logs.
         self.url = url.with_user(None) if url.user is not None else url
+        self.target = self.url.raw_path_qs or "/"  # the request line's, for the pool
         self.state = UpstreamState()
         self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None  # the hot path's client (``pool``), for POSTs
         self._heartbeat: asyncio.Task[None] | None = None
         base = CIMultiDict[str]({"Accept-Encoding": "identity", "User-Agent": f"mcpgate/{__version__}"})
         for key, value in config.headers:
@@ -139,12 +152,34 @@ class HttpUpstream:
         self._session = aiohttp.ClientSession(
             connector=connector, skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar()
         )
+        if upstream_client() != "aiohttp":
+            self._pool = self._make_pool()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.name}")
+
+    def _make_pool(self) -> ConnectionPool | None:
+        url = self.url
+        if self.bridge_socket is not None:
+            return ConnectionPool(host="mcpgate-bridge", port=0, host_header="mcpgate-bridge",
+                                  unix_path=self.bridge_socket, connect_timeout=self.config.connect_timeout,
+                                  read_timeout=self.config.timeout)  # fmt: skip
+        if url.scheme not in ("http", "https") or url.host is None or url.port is None:
+            return None  # aiohttp's client serves what the pool does not know
+        host_header = url.raw_host if url.is_default_port() else f"{url.raw_host}:{url.port}"
+        return ConnectionPool(
+            host=url.host,
+            port=url.port,
+            host_header=host_header or "",
+            ssl_context=ssl.create_default_context() if url.scheme == "https" else None,
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.timeout,
+        )
 
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -174,9 +209,15 @@ class HttpUpstream:
         return headers
 
     async def send(
-        self, method: str, headers: Mapping[str, str], body: bytes | None = None, *, stream: bool = False
-    ) -> aiohttp.ClientResponse:
-        """Send one request; network failures become gateway errors (502/504) here, once."""
+        self, method: str, headers: CIMultiDict[str], body: bytes | None = None, *, stream: bool = False
+    ) -> UpstreamResponse:
+        """Send one request; network failures become gateway errors (502/504) here, once.
+
+        POSTs go through the lean pool; GET streams, which may idle for hours and are few, and
+        everything when ``MCPGATE_UPSTREAM_CLIENT=aiohttp``, through aiohttp's client.
+        """
+        if self._pool is not None and not stream:
+            return await self._send_pooled(self._pool, method, headers, body)
         data: bytes | io.BytesIO | None = body
         if body is not None and len(body) > LARGE_BODY:
             data = io.BytesIO(body)  # aiohttp sends large bytes in one write, and warns about it
@@ -196,6 +237,19 @@ class HttpUpstream:
             raise self.error("upstream_unreachable", f"is unreachable: {describe_network_error(exc)}") from None
         except aiohttp.ClientError as exc:
             raise self.error("upstream_bad_response", f"sent an invalid response: {type(exc).__name__}") from None
+
+    async def _send_pooled(
+        self, pool: ConnectionPool, method: str, headers: CIMultiDict[str], body: bytes | None
+    ) -> UpstreamResponse:
+        try:
+            return await pool.request(method, self.target, headers, body)
+        except TimeoutError:
+            raise self.error("upstream_timeout", f"did not answer within {self.config.timeout:g}s") from None
+        except InvalidAnswer as exc:
+            raise self.error("upstream_bad_response", f"sent an invalid response: {exc}") from None
+        except (PoolError, OSError) as exc:
+            where = f"{pool.host}:{pool.port}" if pool.unix_path is None else "its socket"
+            raise self.error("upstream_unreachable", f"is unreachable: {where}: {describe(exc)}") from None
 
     def check_exposed(self, tool: str) -> None:
         """Refuse a call of a tool this upstream's ``tools`` filter hides (403)."""

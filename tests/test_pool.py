@@ -1,0 +1,383 @@
+"""The lean upstream pool (``mcpgate/upstream/pool.py``) against servers that say exactly what a
+test needs: raw sockets for the HTTP/1.1 corner cases, aiohttp for ordinary answers, and the same
+answers read through aiohttp's client to compare byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from mcpgate.upstream.pool import HIGH_WATER, ConnectionPool, InvalidAnswer, PoolError, UpstreamClosed
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+JSON = {"Content-Type": "application/json"}
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[tuple[int, list[int]]]:
+    """A TCP server on loopback; yields its port and a list that counts accepted connections."""
+    accepted: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], accepted
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(length)
+
+
+def pool_for(port: int, **options: float) -> ConnectionPool:
+    return ConnectionPool(
+        host="127.0.0.1",
+        port=port,
+        host_header=f"127.0.0.1:{port}",
+        connect_timeout=options.get("connect_timeout", 5.0),
+        read_timeout=options.get("read_timeout", 5.0),
+        max_connections=int(options.get("max_connections", 8)),
+    )
+
+
+async def ask(pool: ConnectionPool, body: bytes = b"{}") -> tuple[int, bytes]:
+    resp = await pool.request("POST", "/mcp", CIMultiDict(JSON), body)
+    try:
+        return resp.status, await resp.read()
+    finally:
+        resp.release()
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_what_it_was_given() -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            seen.append(head + body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+
+    async with raw_server(handler) as (port, accepted):
+        pool = pool_for(port)
+        for n in range(5):
+            assert await ask(pool, b'{"n":%d}' % n) == (200, b"{}")
+        await pool.close()
+    assert len(accepted) == 1
+    first = seen[0].decode()
+    assert first.startswith("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert "Content-Type: application/json\r\n" in first and first.endswith('\r\n\r\n{"n":0}')
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\n\r\nhello",  # no length: the body runs until the server closes
+    ],
+    ids=["connection-close", "http-1.0", "until-close"],
+)
+async def test_a_connection_the_server_will_not_keep_is_not_reused(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async with raw_server(handler) as (port, accepted):
+        pool = pool_for(port)
+        assert await ask(pool) == (200, b"hello")
+        assert await ask(pool) == (200, b"hello")
+        await pool.close()
+    assert len(accepted) == 2
+
+
+async def test_chunked_answers_arrive_chunk_by_chunk_and_whole() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"6\r\nfirst\n\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"7\r\nsecond\n\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port)
+        resp = await pool.request("POST", "/mcp", CIMultiDict(JSON), b"{}")
+        assert resp.content_type == "text/event-stream" and resp.content_length is None
+        assert await resp.content.readany() == b"first\n"  # before the rest exists
+        release.set()
+        assert await resp.content.readany() == b"second\n"
+        assert await resp.content.readany() == b""
+        resp.release()
+        await pool.close()
+
+
+async def test_a_stale_parked_connection_is_retried_once_on_a_new_one() -> None:
+    answered = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        await read_request(reader)
+        answered += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # and then close: the client still believes the connection is alive
+
+    async with raw_server(handler) as (port, accepted):
+        pool = pool_for(port)
+        assert await ask(pool) == (200, b"ok")
+        await asyncio.sleep(0.05)  # the close reaches the pool, or not yet: both must work
+        assert await ask(pool) == (200, b"ok")
+        await pool.close()
+    assert answered == 2 and len(accepted) == 2
+
+
+async def test_nothing_is_retried_once_the_server_said_something() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")  # half a head, then gone
+
+    async with raw_server(handler) as (port, accepted):
+        pool = pool_for(port)
+        with pytest.raises(PoolError) as caught:
+            await ask(pool)
+        assert caught.value.received
+        await pool.close()
+    assert len(accepted) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"this is not http\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"HTTP/1.1 999999 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n",  # a head past MAX_HEAD
+    ],
+    ids=["not-http", "bad-length", "bad-status", "huge-head"],
+)
+async def test_garbage_is_an_invalid_answer(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port)
+        with pytest.raises(InvalidAnswer):
+            await ask(pool)
+        await pool.close()
+
+
+async def test_a_silent_server_times_out_and_a_stalled_body_too() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()
+
+    async with raw_server(silent) as (port, _):
+        pool = pool_for(port, read_timeout=0.2)
+        with pytest.raises(TimeoutError):
+            await ask(pool)
+        await pool.close()
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(stalls) as (port, _):
+        pool = pool_for(port, read_timeout=0.2)
+        resp = await pool.request("POST", "/mcp", CIMultiDict(JSON), b"{}")
+        with pytest.raises(aiohttp.ServerTimeoutError):
+            await resp.content.readexactly(10)
+        resp.release()
+        await pool.close()
+
+
+async def test_a_body_cut_short_is_a_payload_error_and_never_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await writer.drain()
+
+    async with raw_server(handler) as (port, accepted):
+        pool = pool_for(port)
+        resp = await pool.request("POST", "/mcp", CIMultiDict(JSON), b"{}")
+        with pytest.raises((aiohttp.ClientPayloadError, asyncio.IncompleteReadError)):
+            await resp.content.readexactly(10)
+        resp.release()
+        assert not pool.idle
+        await pool.close()
+    assert len(accepted) == 1
+
+
+async def test_unreachable_and_refused() -> None:
+    async with raw_server(read_request) as (port, _):  # type: ignore[arg-type]
+        pass  # closed again: nothing listens there now
+    pool = pool_for(port)
+    with pytest.raises(OSError):
+        await ask(pool)
+    await pool.close()
+
+
+async def test_a_line_break_in_a_header_is_refused_before_anything_is_sent() -> None:
+    async with raw_server(read_request) as (port, accepted):  # type: ignore[arg-type]
+        pool = pool_for(port)
+        with pytest.raises(ValueError, match="line break"):
+            await pool.request("POST", "/mcp", CIMultiDict({"X-Evil": "a\r\nInjected: 1"}), b"{}")
+        await pool.close()
+    assert accepted == []
+
+
+async def test_a_slow_reader_pauses_the_upstream_instead_of_buffering_it_all() -> None:
+    total = 8 * 1024 * 1024
+    written = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"x" * 65536
+        while written < total:
+            writer.write(block)
+            written += len(block)
+            await writer.drain()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port)
+        resp = await pool.request("POST", "/mcp", CIMultiDict(JSON), b"{}")
+        await asyncio.sleep(0.3)  # nobody reads: the server must be held back by the socket buffers
+        assert written < total
+        assert resp._buffered <= HIGH_WATER + 1024 * 1024
+        received = 0
+        while chunk := await resp.content.readany():
+            received += len(chunk)
+        assert received == total
+        resp.release()
+        await pool.close()
+
+
+async def test_cancelling_a_call_closes_its_connection() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # until the client goes
+        closed.set()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port)
+        call = asyncio.ensure_future(ask(pool))
+        await asyncio.sleep(0.1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        async with asyncio.timeout(5):
+            await closed.wait()
+        assert not pool.idle
+        await pool.close()
+
+
+async def test_the_bound_on_connections_makes_callers_wait_their_turn() -> None:
+    inflight = peak = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal inflight, peak
+        while True:
+            await read_request(reader)
+            inflight += 1
+            peak = max(peak, inflight)
+            await asyncio.sleep(0.02)
+            inflight -= 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(handler) as (port, accepted):
+        pool = pool_for(port, max_connections=3)
+        results = await asyncio.gather(*(ask(pool) for _ in range(12)))
+        assert results == [(200, b"ok")] * 12
+        await pool.close()
+    assert peak <= 3 and len(accepted) <= 3
+
+
+async def test_the_same_answers_as_aiohttps_client_byte_for_byte() -> None:
+    """Whatever an upstream says, both clients read the same status, type, length and bytes."""
+    big = b'{"data":"' + b"y" * 300_000 + b'"}'
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        kind = request.query.get("kind")
+        if kind == "json":
+            return web.Response(body=b'{"jsonrpc":"2.0","id":1,"result":{}}', content_type="application/json")
+        if kind == "big":
+            return web.Response(body=big, content_type="application/json")
+        if kind == "gzip":
+            return web.Response(
+                body=gzip.compress(big), content_type="application/json", headers={"Content-Encoding": "gzip"}
+            )
+        if kind == "empty":
+            return web.Response(status=202)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for n in range(50):
+            await resp.write(b"event: message\r\ndata: %d\r\n\r\n" % n)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/mcp", route)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    pool = pool_for(port)
+    try:
+        async with aiohttp.ClientSession(headers={"Accept-Encoding": "identity"}) as http:
+            for kind in ("json", "big", "gzip", "empty", "sse"):
+                ours = await pool.request("POST", f"/mcp?kind={kind}", CIMultiDict(JSON), b"{}")
+                theirs = await http.post(f"http://127.0.0.1:{port}/mcp?kind={kind}", data=b"{}", headers=JSON)
+                mine = (ours.status, ours.content_type, await ours.content.read())
+                other = (theirs.status, theirs.content_type, await theirs.content.read())
+                assert mine == other, kind
+                if kind != "gzip":  # aiohttp keeps the compressed length; both read the same bytes
+                    assert ours.content_length == theirs.content_length, kind
+                ours.release()
+                theirs.release()
+    finally:
+        await pool.close()
+        await runner.cleanup()
+
+
+async def test_a_closed_pool_refuses_new_connections() -> None:
+    async with raw_server(read_request) as (port, _):  # type: ignore[arg-type]
+        pool = pool_for(port)
+        await pool.close()
+        with pytest.raises(UpstreamClosed):
+            await ask(pool)
