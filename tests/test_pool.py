@@ -381,3 +381,48 @@ async def test_a_closed_pool_refuses_new_connections() -> None:
         await pool.close()
         with pytest.raises(UpstreamClosed):
             await ask(pool)
+
+
+async def test_parked_connections_are_closed_after_the_idle_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mcpgate.upstream.pool.IDLE_TIMEOUT", 0.1)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port)
+        assert await ask(pool) == (200, b"ok")
+        assert len(pool.idle) == 1
+        connection = pool.idle[0]
+        await asyncio.sleep(0.4)
+        assert pool.idle == [] and connection.closed
+        await pool.close()
+
+
+async def test_a_caller_that_gives_up_waiting_for_a_slot_loses_no_slot() -> None:
+    gate = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await gate.wait()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port, max_connections=1)
+        first = asyncio.ensure_future(ask(pool))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(ask(pool))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # gives up while the only slot is taken
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        gate.set()
+        assert await first == (200, b"ok")
+        assert await ask(pool) == (200, b"ok")  # the slot came back
+        assert pool.free_slots == 1
+        await pool.close()

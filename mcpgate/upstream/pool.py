@@ -65,7 +65,7 @@ class _Connection(asyncio.Protocol):
         self.received = False  # any byte of the current answer
         self.closed = False
         self.reused = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.parked_at = 0.0  # loop time it was parked, for the sweep
         self.writable: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -89,9 +89,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         self.pool.forget(self)
         response = self.response
         if response is not None and not response.complete and response.until_close and exc is None:
@@ -308,7 +305,7 @@ class PooledResponse:
             pool.park(connection)
         else:
             connection.close()
-        pool.slots.release()
+        pool.give_back_slot()
 
     def close(self) -> None:
         if self._connection is not None:
@@ -335,14 +332,21 @@ class ConnectionPool:
         self.host, self.port, self.host_header = host, port, host_header
         self.ssl_context, self.unix_path = ssl_context, unix_path
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self.slots = asyncio.Semaphore(max_connections)
+        # A plain count and a queue of waiters, not asyncio.Semaphore: the common case (a slot is
+        # free) must cost no await, twice per call.
+        self.free_slots = max_connections
+        self.slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.idle: list[_Connection] = []
+        self.sweeper: asyncio.TimerHandle | None = None
         self.closed = False
 
     async def request(self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None) -> PooledResponse:
         """Send one request and wait for the head of its answer (within ``read_timeout``)."""
         data = self.encode(method, target, headers, body)
-        await self.slots.acquire()
+        if self.free_slots > 0:
+            self.free_slots -= 1
+        else:
+            await self._wait_for_slot()
         try:
             connection = self._parked()
             if connection is not None:
@@ -354,8 +358,28 @@ class ConnectionPool:
                     # Stale: the server closed it while parked and heard nothing. Once more, anew.
             return await self._exchange(await self._connect(), data)
         except BaseException:
-            self.slots.release()
+            self.give_back_slot()
             raise
+
+    async def _wait_for_slot(self) -> None:
+        waiter = self.loop.create_future()
+        self.slot_waiters.append(waiter)
+        try:
+            await waiter  # handed over by give_back_slot, already counted
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back_slot()  # handed over just as this caller gave up: pass it on
+            else:
+                self.slot_waiters.remove(waiter)
+            raise
+
+    def give_back_slot(self) -> None:
+        while self.slot_waiters:
+            waiter = self.slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free_slots += 1
 
     def encode(self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None) -> bytes:
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
@@ -372,12 +396,14 @@ class ConnectionPool:
     async def _exchange(self, connection: _Connection, data: bytes) -> PooledResponse:
         try:
             await connection.send(data)
-            assert connection.head is not None
+            head = connection.head
+            assert head is not None
+            # A timer handle, not asyncio.timeout: the same bound for a fraction of the bookkeeping.
+            timer = self.loop.call_later(self.read_timeout, _expire, head, self.read_timeout)
             try:
-                async with asyncio.timeout(self.read_timeout):
-                    await connection.head
-            except TimeoutError:
-                raise TimeoutError(f"no answer within {self.read_timeout:g}s") from None
+                await head
+            finally:
+                timer.cancel()
         except ConnectionResetError:
             connection.close()
             raise UpstreamClosed("server closed the connection", received=connection.received) from None
@@ -391,9 +417,6 @@ class ConnectionPool:
     def _parked(self) -> _Connection | None:
         while self.idle:
             connection = self.idle.pop()
-            if connection.idle_timer is not None:
-                connection.idle_timer.cancel()
-                connection.idle_timer = None
             if not connection.closed:
                 connection.reused = True
                 return connection
@@ -421,8 +444,20 @@ class ConnectionPool:
         if self.closed or len(self.idle) >= MAX_IDLE:
             connection.close()
             return
-        connection.idle_timer = self.loop.call_later(IDLE_TIMEOUT, connection.close)
+        connection.parked_at = self.loop.time()
         self.idle.append(connection)
+        if self.sweeper is None:
+            self.sweeper = self.loop.call_later(IDLE_TIMEOUT, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close what has been parked for IDLE_TIMEOUT: one timer per pool, not one per call."""
+        self.sweeper = None
+        deadline = self.loop.time() - IDLE_TIMEOUT
+        for connection in [c for c in self.idle if c.parked_at <= deadline]:
+            connection.close()
+        self.idle = [c for c in self.idle if not c.closed]
+        if self.idle:
+            self.sweeper = self.loop.call_later(IDLE_TIMEOUT / 2, self._sweep)
 
     def forget(self, connection: _Connection) -> None:
         if connection in self.idle:
@@ -430,9 +465,16 @@ class ConnectionPool:
 
     async def close(self) -> None:
         self.closed = True
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         for connection in list(self.idle):
             connection.close()
         self.idle.clear()
+
+
+def _expire(head: asyncio.Future[None], after: float) -> None:
+    if not head.done():
+        head.set_exception(TimeoutError(f"no answer within {after:g}s"))
 
 
 def describe(exc: BaseException) -> str:
