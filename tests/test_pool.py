@@ -5,9 +5,13 @@ answers read through aiohttp's client to compare byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -426,3 +430,65 @@ async def test_a_caller_that_gives_up_waiting_for_a_slot_loses_no_slot() -> None
         assert await ask(pool) == (200, b"ok")  # the slot came back
         assert pool.free_slots == 1
         await pool.close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, valid for a day, and its key: a private CA of one."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcpgate test upstream")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+async def test_tls_upstreams_are_verified_and_kept_alive(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    connections: list[object] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        connections.append(request.transport)
+        return web.Response(body=await request.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/mcp", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_side).start()
+    port = runner.addresses[0][1]
+    trusting = ssl.create_default_context(cafile=str(cert))
+    where = {"host": "127.0.0.1", "port": port, "host_header": f"127.0.0.1:{port}"}
+    pool = ConnectionPool(**where, ssl_context=trusting, connect_timeout=5, read_timeout=5)
+    untrusting = ConnectionPool(**where, ssl_context=ssl.create_default_context(), connect_timeout=5, read_timeout=5)
+    try:
+        assert await ask(pool, b'{"a":1}') == (200, b'{"a":1}')
+        assert await ask(pool, b'{"a":2}') == (200, b'{"a":2}')
+        assert len(set(map(id, connections))) == 1  # one TLS connection, kept alive
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await ask(untrusting)
+    finally:
+        await pool.close()
+        await untrusting.close()
+        await runner.cleanup()
