@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
@@ -33,6 +34,8 @@ from mcpgate.config.model import ServerConfig
 from mcpgate.errors import GatewayError
 
 log = logging.getLogger("mcpgate.listener")
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 SERVER_NAME: Final = "mcpgate"
 
@@ -173,10 +176,34 @@ def without_expect(message: Any) -> Any:
     return message._replace(headers=CIMultiDictProxy(headers), raw_headers=raw)
 
 
+class GatewayRequest(web.Request):
+    """A request that the MCP fast path (``server.fast_handler``) may serve without the router.
+
+    Only a routed request reaches the application's ``on_response_prepare`` hooks, through its
+    match info; an unrouted one runs ``prepare_hooks``, the same hooks, set per application.
+    """
+
+    prepare_hooks: ClassVar[Sequence[Callable[[web.Request, web.StreamResponse], Awaitable[None]]]] = ()
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        if self._match_info is not None:
+            await super()._prepare_hook(response)
+            return
+        for hook in self.prepare_hooks:
+            await hook(self, response)
+
+
 class GatewayServer(web.Server):
     """aiohttp's protocol factory, making :class:`GatewayProtocol` connections."""
 
-    def __init__(self, *args: Any, header_timeout: float, stats: ListenerStats, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        stats: ListenerStats,
+        request_class: type[web.Request] = web.Request,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
         self.stats = stats
@@ -188,7 +215,7 @@ class GatewayServer(web.Server):
             expect = message.headers.get("Expect")
             if expect is not None and expect.lower() != "100-continue":
                 message = without_expect(message)
-            return make_request(message, payload, protocol, writer, task)
+            return make_request(message, payload, protocol, writer, task, _cls=request_class)  # type: ignore[call-arg]
 
         self.request_factory = request_factory
 
@@ -200,9 +227,18 @@ class GatewayServer(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections are :class:`GatewayProtocol` with the listener limits."""
+    """An ``AppRunner`` whose connections are :class:`GatewayProtocol` with the listener limits;
+    ``handler``, when given, takes every request first and passes what it does not serve on to
+    the application (``server.fast_handler``)."""
 
-    def __init__(self, app: web.Application, server: ServerConfig, stats: ListenerStats, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        server: ServerConfig,
+        stats: ListenerStats,
+        handler: Callable[[Handler], Handler] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(
             app,
             keepalive_timeout=server.keepalive_timeout,
@@ -213,13 +249,19 @@ class GatewayRunner(web.AppRunner):
         )
         self._header_timeout = server.header_timeout
         self._stats = stats
+        self._handler = handler
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
-        # Same handler, request factory and settings as aiohttp's own; only the protocol differs.
+        # aiohttp's own request factory and settings; the protocol, the request class and, with a
+        # fast path, the handler differ.
+        routed = plain.request_handler
+        hooks = tuple(self.app.on_response_prepare)
+        request_class = type("AppRequest", (GatewayRequest,), {"prepare_hooks": hooks})
         return GatewayServer(
-            plain.request_handler,
+            routed if self._handler is None else self._handler(routed),
             request_factory=plain.request_factory,
+            request_class=request_class,
             handler_cancellation=plain.handler_cancellation,
             loop=asyncio.get_running_loop(),
             header_timeout=self._header_timeout,

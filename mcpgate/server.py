@@ -26,7 +26,7 @@ from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway, StartupError
 from mcpgate.limits import HEADERS_KEY
-from mcpgate.listener import SERVER_NAME, GatewayRunner, ListenerStats, render_error
+from mcpgate.listener import SERVER_NAME, GatewayRunner, Handler, ListenerStats, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.reload import Loader
 from mcpgate.unified import UNIFIED
@@ -195,6 +195,44 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+def mcp_endpoint(request: web.BaseRequest) -> str | None:
+    """The endpoint an MCP request names (an upstream, or ``UNIFIED``), read straight off its
+    path; ``None`` leaves it to the router: other paths and methods, anything percent-encoded
+    (the router decodes), and ``Expect`` (the router's expect handler answers 100-continue)."""
+    if request.method not in MCP_METHODS or "Expect" in request.headers:
+        return None
+    path = request.raw_path.partition("?")[0]
+    if path == "/mcp":
+        return UNIFIED
+    if path.startswith("/servers/") and path.endswith("/mcp"):
+        name = path[9:-4]
+    elif path.startswith("/mcp/"):
+        name = path[5:]
+    else:
+        return None
+    if not name or "/" in name or "%" in name or "{" in name or "}" in name:
+        return None
+    return name
+
+
+def fast_handler(app: web.Application) -> Callable[[Handler], Handler]:
+    """MCP requests go straight to the pipeline, as the routes would send them, without the
+    router, the match info and the signal machinery (about 7% of a forwarded call's instructions);
+    everything else goes to the application."""
+    gateway = app[GATEWAY]
+
+    def wrap(routed: Handler) -> Handler:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            endpoint = mcp_endpoint(request)
+            if endpoint is None:
+                return await routed(request)
+            return await pipeline.run(pipeline.RequestContext(request, gateway, endpoint))  # type: ignore[arg-type]
+
+        return handle
+
+    return wrap
+
+
 def make_runner(app: web.Application, config: Config) -> GatewayRunner:
     # access_log=None: per-request access logging halves throughput; `record` covers it.
     # handler_cancellation=True: a client that goes away cancels its upstream call.
@@ -202,6 +240,7 @@ def make_runner(app: web.Application, config: Config) -> GatewayRunner:
         app,
         config.server,
         app[LISTENER_STATS],
+        fast_handler(app),
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=config.server.shutdown_timeout,

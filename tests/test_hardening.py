@@ -34,6 +34,7 @@ from tests.gateway_harness import (
     raw_exchange,
     raw_request,
     raw_upstream,
+    read_messages,
     rpc,
     running_gateway,
     session_headers,
@@ -431,3 +432,53 @@ async def test_upstream_retry_after_is_checked(retry_after: str, passed: bool) -
                 assert r.status == 429
                 assert r.headers.get("Retry-After") == (retry_after if passed else None)
                 assert "Cache-Control" not in r.headers
+
+
+# -- 9. the MCP fast path (server.fast_handler) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "endpoint"),
+    [
+        ("POST", "/mcp", "*"),
+        ("POST", "/mcp?x=1", "*"),
+        ("GET", "/servers/demo/mcp", "demo"),
+        ("DELETE", "/mcp/demo", "demo"),
+        ("POST", "/servers/demo/mcp/", None),  # the router's 404
+        ("POST", "/servers//mcp", None),
+        ("POST", "/servers/a/b/mcp", None),
+        ("POST", "/servers/de%6do/mcp", None),  # decoded by the router
+        ("POST", "/mcp/", None),
+        ("PUT", "/mcp", None),  # the router's 405 with Allow
+        ("POST", "/healthz", None),
+    ],
+)
+def test_the_fast_path_takes_only_what_the_routes_would_send_to_the_pipeline(
+    method: str, target: str, endpoint: str | None
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from mcpgate.server import mcp_endpoint
+
+    assert mcp_endpoint(make_mocked_request(method, target)) == endpoint
+    assert mcp_endpoint(make_mocked_request(method, target, headers={"Expect": "100-continue"})) is None
+
+
+async def test_what_the_fast_path_leaves_to_the_router_still_works(mcp_upstream_url: str) -> None:
+    """Percent-encoded names, Expect: 100-continue and other methods reach the same pipeline (or
+    the same refusal) through the router; every answer is named and carries the request id."""
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        req = modern_call("tools/list")
+        for url, extra in (
+            (gw.url + "/servers/de%6Do/mcp", {}),
+            (gw.endpoint("demo"), {"Expect": "100-continue"}),
+            (gw.endpoint("demo"), {}),
+        ):
+            headers = {**modern_headers("tools/list"), **extra, "X-Request-ID": "fast-path-1"}
+            async with http.post(url, json=req, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                assert resp.headers["Server"] == "mcpgate"
+                assert resp.headers["X-Request-ID"] == "fast-path-1"
+                assert (await read_messages(resp))[-1]["result"]["tools"]
+        async with http.put(gw.url + "/mcp", json=req) as resp:
+            assert resp.status == 405 and "POST" in resp.headers["Allow"]
