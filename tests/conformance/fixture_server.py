@@ -262,6 +262,16 @@ async def ask_once(
     return response if response is not None else input_required({key: request})
 
 
+async def elicited_text(
+    ctx: Context[Any, Any], key: str, request: ElicitRequest, said: str
+) -> CallToolResult | InputRequiredResult:
+    """Ask once; then say what the user answered, after ``said``."""
+    reply = await ask_once(ctx, key, request, ElicitResult)
+    if isinstance(reply, InputRequiredResult):
+        return reply
+    return text(f"{said}: {describe_elicitation(reply)}")
+
+
 def describe_elicitation(result: ElicitResult) -> str:
     return f"action={result.action}, content={json.dumps(result.content)}"
 
@@ -509,37 +519,25 @@ def add_interactive_tools(server: MCPServer) -> None:
             },
             "required": ["username", "email"],
         }
-        reply = await ask_once(ctx, "elicitation", elicit_request(message, schema), ElicitResult)
-        if isinstance(reply, InputRequiredResult):
-            return reply
-        return text(f"User response: {describe_elicitation(reply)}")
+        return await elicited_text(ctx, "elicitation", elicit_request(message, schema), "User response")
 
     @server.tool()
     async def test_elicitation_sep1034_defaults(ctx: Context) -> CallToolResult | InputRequiredResult:
         """Elicits a form whose every primitive field has a default (SEP-1034)."""
         request = elicit_request("Please review and update the form fields with defaults", SEP1034_SCHEMA)
-        reply = await ask_once(ctx, "defaults", request, ElicitResult)
-        if isinstance(reply, InputRequiredResult):
-            return reply
-        return text(f"Elicitation completed: {describe_elicitation(reply)}")
+        return await elicited_text(ctx, "defaults", request, "Elicitation completed")
 
     @server.tool()
     async def test_elicitation_sep1330_enums(ctx: Context) -> CallToolResult | InputRequiredResult:
         """Elicits a form with all five enum shapes (SEP-1330)."""
         request = elicit_request("Please select options from the enum fields", SEP1330_SCHEMA)
-        reply = await ask_once(ctx, "enums", request, ElicitResult)
-        if isinstance(reply, InputRequiredResult):
-            return reply
-        return text(f"Elicitation completed: {describe_elicitation(reply)}")
+        return await elicited_text(ctx, "enums", request, "Elicitation completed")
 
     @server.tool()
     async def test_streaming_elicitation(ctx: Context) -> CallToolResult | InputRequiredResult:
         """Elicits once; in 2026-07-28 the question must ride the result, never a request on the stream."""
         request = elicit_request("Streaming elicitation: what is your name?", NAME_SCHEMA)
-        reply = await ask_once(ctx, "streaming_name", request, ElicitResult)
-        if isinstance(reply, InputRequiredResult):
-            return reply
-        return text(f"Streaming elicitation completed: {describe_elicitation(reply)}")
+        return await elicited_text(ctx, "streaming_name", request, "Streaming elicitation completed")
 
     @server.tool()
     async def test_missing_capability(ctx: Context) -> CallToolResult | InputRequiredResult:
