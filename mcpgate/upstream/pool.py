@@ -64,7 +64,6 @@ class _Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.received = False  # any byte of the current answer
         self.closed = False
-        self.reused = False
         self.parked_at = 0.0  # loop time it was parked, for the sweep
         self.writable: asyncio.Future[None] | None = None
 
@@ -418,7 +417,6 @@ class ConnectionPool:
         while self.idle:
             connection = self.idle.pop()
             if not connection.closed:
-                connection.reused = True
                 return connection
         return None
 
