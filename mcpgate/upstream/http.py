@@ -157,19 +157,15 @@ class HttpUpstream:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.name}")
 
     def _make_pool(self) -> ConnectionPool | None:
-        url = self.url
-        if self.bridge_socket is not None:
-            return ConnectionPool(host="mcpgate-bridge", port=0, host_header="mcpgate-bridge",
-                                  unix_path=self.bridge_socket, connect_timeout=self.config.connect_timeout,
-                                  read_timeout=self.config.timeout)  # fmt: skip
+        url = self.url  # a stdio child's bridge: http://mcpgate-bridge/mcp, over its Unix socket
         if url.scheme not in ("http", "https") or url.host is None or url.port is None:
             return None  # aiohttp's client serves what the pool does not know
-        host_header = url.raw_host if url.is_default_port() else f"{url.raw_host}:{url.port}"
         return ConnectionPool(
             host=url.host,
             port=url.port,
-            host_header=host_header or "",
+            host_header=(url.raw_host if url.is_default_port() else f"{url.raw_host}:{url.port}") or "",
             ssl_context=ssl.create_default_context() if url.scheme == "https" else None,
+            unix_path=self.bridge_socket,
             connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.timeout,
         )
