@@ -22,13 +22,14 @@ from aiohttp import web
 from mcpgate import __version__, jsonrpc, pipeline, reload, systemd
 from mcpgate.auth.identity import ANONYMOUS
 from mcpgate.auth.oauth import WELL_KNOWN
-from mcpgate.config.model import Config
+from mcpgate.config.model import AdminConfig, Config
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway, StartupError
 from mcpgate.limits import HEADERS_KEY
 from mcpgate.listener import SERVER_NAME, GatewayRunner, Handler, ListenerStats, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.reload import Loader
+from mcpgate.store.runtime import Runtime
 from mcpgate.unified import UNIFIED
 from mcpgate.workers import worker_slot
 
@@ -36,6 +37,7 @@ log = logging.getLogger("mcpgate.server")
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
 LISTENER_STATS: Final = web.AppKey("listener_stats", ListenerStats)
+STORE: Final = web.AppKey("store", Runtime)
 MCP_METHODS: Final = pipeline.ALLOWED_METHODS
 
 
@@ -82,6 +84,9 @@ async def readiness(request: web.Request) -> web.Response:
         body["auth"] = gateway.auth.status()
     if gateway.policy is not None and gateway.policy.shadow:
         body["policy"] = {"shadow": True, "would_deny": gateway.shadow_denials}
+    store = request.app.get(STORE)
+    if store is not None:  # an outage shows here, and does not make the gateway unready
+        body["store"] = store.status()
     slot = worker_slot()
     if slot is not None:  # which of the server.workers processes answered
         body["worker"] = {"slot": slot, "pid": os.getpid()}
@@ -250,9 +255,12 @@ def make_runner(app: web.Application, config: Config) -> GatewayRunner:
 class Server:
     """Runs one gateway process: listen, wait for a signal, shut down in order."""
 
-    def __init__(self, config: Config, loader: Loader | None = None) -> None:
+    def __init__(self, config: Config, loader: Loader | None = None, *, migrate: bool = True) -> None:
         self.config = config
         self.loader = loader  # how to read the configuration again, for a reload (None: from stdin)
+        self.migrate = migrate  # apply the store's schema migrations at start (start --no-migrate: check only)
+        self.store: Runtime | None = None
+        self.admin_bound: list[tuple[str, int]] = []
         self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
         self.should_exit = asyncio.Event()
@@ -262,10 +270,16 @@ class Server:
 
     async def serve(self, on_ready: Callable[[Server], None] | None = None) -> int:
         config = self.config
+        if config.store is not None:
+            self.store = await open_store(config, migrate=self.migrate)
+            config = self.store.config  # the file's, with the store's objects
         app = build_app(config)
         self.gateway = app[GATEWAY]
+        if self.store is not None:
+            app[STORE] = self.store
         runner = make_runner(app, config)
         await runner.setup()
+        admin: web.AppRunner | None = None
         watchdog: asyncio.Task[None] | None = None
         try:
             # Workers share the port: the kernel spreads connections across them (``workers``).
@@ -277,6 +291,10 @@ class Server:
             who = "" if slot is None else f" worker {slot} (pid {os.getpid()})"
             for host, port in self.bound:
                 log.info("mcpgate %s%s listening on http://%s:%s", __version__, who, _fmt_host(host), port)
+            if self.store is not None:
+                self.store.start(self.gateway)
+                if config.admin is not None:
+                    admin = await self._serve_admin(config.admin, shared)
             self._warn_about_exposure()
             if on_ready is not None:
                 on_ready(self)
@@ -288,11 +306,33 @@ class Server:
             log.info("shutting down (grace period %gs)", config.server.shutdown_timeout)
             systemd.notify("STOPPING=1", f"STATUS=draining for up to {config.server.shutdown_timeout:g}s")
         finally:
+            if admin is not None:
+                await admin.cleanup()
             await runner.cleanup()
+            if self.store is not None:
+                await self.store.close()
             if watchdog is not None:  # fed until the drain is over: a long drain is not a hang
                 watchdog.cancel()
         log.info("stopped")
         return 0
+
+    async def _serve_admin(self, config: AdminConfig, shared: bool) -> web.AppRunner:
+        """The admin API on its own listener (every worker binds it, like the MCP port)."""
+        from mcpgate.admin import build_admin_app
+
+        assert self.store is not None
+        runner = web.AppRunner(build_admin_app(self.store, config), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.host, config.port, reuse_address=True, reuse_port=shared)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise AdminBindError(config.host, config.port, exc) from None
+        self.admin_bound = [addr[:2] for addr in runner.addresses]
+        for host, port in self.admin_bound:
+            log.info("admin API listening on http://%s:%s/admin/v1/", _fmt_host(host), port)
+        return runner
 
     def handle_signal(self, sig: int) -> None:
         if self.should_exit.is_set():
@@ -330,7 +370,10 @@ class Server:
         while True:
             self._reload_again = False
             log.info("reloading the configuration")
-            await reload.reload(gateway, loader)
+            if self.store is not None:  # the file again, with the store's objects merged in
+                await self.store.reload_file(loader)
+            else:
+                await reload.reload(gateway, loader)
             if not self._reload_again:
                 return
 
@@ -363,9 +406,35 @@ def _fmt_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run(config: Config, loader: Loader | None = None) -> int:
+class StoreUnavailable(Exception):
+    """The configured store did not answer within the start's patience (exit 69: retry later)."""
+
+
+class AdminBindError(OSError):
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.host, self.port, self.cause = host, port, cause
+
+
+async def open_store(config: Config, *, migrate: bool) -> Runtime:
+    """The store runtime for ``config``, or the reason start cannot go on."""
+    from mcpgate.store import StoreError, describe
+    from mcpgate.store.runtime import Runtime, StoreConflict
+
+    assert config.store is not None
+    try:
+        return await Runtime.open(config, migrate=migrate)
+    except StoreConflict as exc:
+        raise StartupError(str(exc)) from None
+    except StoreError as exc:
+        if exc.retry:
+            raise StoreUnavailable(f"store {describe(config.store)} unreachable: {exc}") from None
+        raise StartupError(f"store {describe(config.store)}: {exc}") from None
+
+
+def run(config: Config, loader: Loader | None = None, *, migrate: bool = True) -> int:
     """Blocking entry point for ``mcpgate start``; returns the process exit code. ``loader``
-    reads the configuration again on SIGHUP."""
+    reads the configuration again on SIGHUP; ``migrate`` False only checks the store's schema."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -373,7 +442,7 @@ def run(config: Config, loader: Loader | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - platforms without uvloop run on asyncio's loop
         pass
-    server = Server(config, loader)
+    server = Server(config, loader, migrate=migrate)
 
     async def main() -> int:
         server.install_signal_handlers()
@@ -383,4 +452,4 @@ def run(config: Config, loader: Loader | None = None) -> int:
         return runner.run(main())
 
 
-__all__ = ["GATEWAY", "Server", "StartupError", "build_app", "make_runner", "run"]
+__all__ = ["GATEWAY", "AdminBindError", "Server", "StartupError", "StoreUnavailable", "build_app", "make_runner", "run"]

@@ -55,6 +55,7 @@ class Slot:
 class Supervisor:
     config: Config
     loader: Callable[[], Config] | None = None  # for the workers' reloads (SIGHUP is passed on)
+    migrate: bool = True  # the store's schema, at each worker's start (under the store's own lock)
     slots: list[Slot] = field(default_factory=list)
     shared_dir: str = ""
     stopping: bool = False
@@ -84,7 +85,7 @@ class Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _work(self.config, slot.index, self.shared_dir, self.loader)
+                code = _work(self.config, slot.index, self.shared_dir, self.loader, self.migrate)
             finally:
                 os._exit(code)
         slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
@@ -186,7 +187,9 @@ class Supervisor:
                         slot.pid = 0
 
 
-def _work(config: Config, index: int, shared_dir: str, loader: Callable[[], Config] | None = None) -> int:
+def _work(
+    config: Config, index: int, shared_dir: str, loader: Callable[[], Config] | None = None, migrate: bool = True
+) -> int:
     """One worker: a gateway of its own, which knows its slot (for /readyz and the metrics)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)  # the worker's event loop installs its own
@@ -199,10 +202,13 @@ def _work(config: Config, index: int, shared_dir: str, loader: Callable[[], Conf
     from mcpgate import server
 
     try:
-        return server.run(config, loader)
+        return server.run(config, loader, migrate=migrate)
     except server.StartupError as exc:
         log.error("worker %d: cannot start: %s", index, exc)
         return 78
+    except server.StoreUnavailable as exc:
+        log.error("worker %d: cannot start: %s", index, exc)
+        return 69
     except OSError as exc:
         log.error("worker %d: cannot listen on %s:%s: %s", index, config.server.host, config.server.port, exc)
         return 69
@@ -229,6 +235,6 @@ def worker_slot() -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def supervise(config: Config, loader: Callable[[], Config] | None = None) -> int:
+def supervise(config: Config, loader: Callable[[], Config] | None = None, *, migrate: bool = True) -> int:
     """Blocking entry point of ``mcpgate start`` with ``server.workers`` above 1."""
-    return Supervisor(config, loader).run()
+    return Supervisor(config, loader, migrate=migrate).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -166,3 +167,113 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def postgres_bindir() -> Path | None:
+    """The directory holding initdb and pg_ctl: PATH first, else Debian's newest /usr/lib/postgresql/*/bin.
+    Symlinks are resolved, so createdb comes from the same build (Debian's /usr/bin/createdb is a wrapper
+    that wants a cluster configured under /etc/postgresql)."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
+
+    def version(bindir: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in bindir.parent.name.split(".") if part.isdigit())
+
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    for bindir in candidates:
+        if all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "createdb")):
+            return bindir
+    return None
+
+
+class PostgresServer:
+    """Debian's PostgreSQL on a free loopback port, in a fresh temp dir, trusting every local connection,
+    with fsync off and a database ``mcpgate``; the superuser is ``postgres`` (``url`` connects as it).
+    ``stop`` (a fast shutdown) and ``start`` again, same data and port, simulate an outage and the return.
+    initdb and pg_ctl refuse to run as root, so under root they run as the ``postgres`` user."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.directory = Path(tempfile.mkdtemp(prefix="mcpgate-pg-"))  # not tmp_path: root-only (0700) parents
+        self.data = self.directory / "data"
+        self.log = self.directory / "postgres.log"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/mcpgate"
+        self.running = False
+        self._created = False
+        # PG* variables from the environment (PGHOST, PGPORT, PGOPTIONS...) must not redirect the tools.
+        self._env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        self._owner: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            self._owner = pwd.getpwnam("postgres")
+            os.chown(self.directory, self._owner.pw_uid, self._owner.pw_gid)
+
+    def _run(self, *argv: str, as_owner: bool = True, timeout: float = 60) -> None:
+        owner = self._owner if as_owner else None
+        # pg_ctl starts the postmaster with its output in self.log, never in this pipe: run() cannot hang on it.
+        done = subprocess.run(
+            [str(self.bindir / argv[0]), *argv[1:]],
+            cwd=self.directory,
+            env=self._env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=[] if owner else None,
+        )
+        if done.returncode != 0:
+            log = self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            raise RuntimeError(f"{argv[0]} exited with {done.returncode}:\n{output}\n{log}")
+
+    def start(self) -> None:
+        if not self.data.exists():
+            initdb = [
+                "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
+                "--no-sync",
+            ]  # fmt: skip
+            self._run(*initdb)
+            with (self.data / "postgresql.conf").open("a") as conf:
+                conf.write(
+                    f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                    f"unix_socket_directories = '{self.directory}'\n"
+                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                )
+        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30")
+        self.running = True
+        if not self._created:
+            # createdb is only a client: it may run as root.
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "mcpgate", as_owner=False)
+            self._created = True
+
+    def stop(self) -> None:
+        if self.running:
+            self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30")
+            self.running = False
+
+    def cleanup(self) -> None:
+        """Stop whatever runs on the data dir (a half-done start included), then remove the temp dir."""
+        try:
+            if (self.data / "postmaster.pid").exists():
+                try:
+                    self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30")
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30")
+            self.running = False
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    bindir = postgres_bindir()
+    if bindir is None:
+        require_or_skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    assert bindir is not None
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

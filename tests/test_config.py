@@ -763,7 +763,7 @@ def _properties(node: object, where: str = "#") -> Iterator[tuple[str, dict[str,
         for name, spec in node.get("properties", {}).items():
             yield f"{where}/{name}", spec
         for key, child in node.items():
-            if key not in ("if", "then", "oneOf", "anyOf", "allOf"):
+            if key not in ("if", "then", "else", "oneOf", "anyOf", "allOf"):
                 yield from _properties(child, f"{where}/{key}")
 
 

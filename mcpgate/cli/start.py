@@ -60,6 +60,12 @@ if TYPE_CHECKING:
     envvar="MCPGATE_PID_FILE",
     help="Write the process id here while running (for mcpgate reload); removed at exit.",
 )
+@click.option(
+    "--no-migrate",
+    is_flag=True,
+    envvar="MCPGATE_NO_MIGRATE",
+    help="Do not apply the store's schema migrations; refuse to start if they are missing (mcpgate migrate up).",
+)
 @set_option
 @shared_options
 def start(
@@ -72,6 +78,7 @@ def start(
     log_format: str | None,
     set_values: tuple[str, ...],
     pid_file: str | None,
+    no_migrate: bool,
 ) -> None:
     """Run the gateway in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 
@@ -119,11 +126,16 @@ def start(
             if config.server.workers > 1:
                 from mcpgate.workers import supervise
 
-                code = supervise(config, loader)
+                code = supervise(config, loader, migrate=not no_migrate)
             else:
-                code = server.run(config, loader)
+                code = server.run(config, loader, migrate=not no_migrate)
     except server.StartupError as exc:
         exit_with(EXIT_CONFIG, f"mcpgate: cannot start: {exc}")
+    except server.StoreUnavailable as exc:
+        exit_with(EXIT_UNAVAILABLE, f"mcpgate: cannot start: {exc}")
+    except server.AdminBindError as exc:
+        where = host_port(exc.host, exc.port)
+        exit_with(EXIT_UNAVAILABLE, f"mcpgate: cannot listen on {where} (admin API): {describe_bind_error(exc.cause)}")
     except OSError as exc:
         where = host_port(config.server.host, config.server.port)
         exit_with(EXIT_UNAVAILABLE, f"mcpgate: cannot listen on {where}: {describe_bind_error(exc)}")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcpgate.config.model import (
+    AdminConfig,
+    AdminKey,
     ApiKey,
     AuditConfig,
     AuthConfig,
@@ -33,6 +35,7 @@ from mcpgate.config.model import (
     RoutingRule,
     ServerConfig,
     SessionsConfig,
+    StoreConfig,
     ToolFilter,
     TracingConfig,
     UpstreamAuth,
@@ -127,6 +130,10 @@ _AUTH: Converters = {
     "api_keys": lambda specs: tuple(ApiKey(**_fields(spec, _API_KEY)) for spec in specs),
     "jwt": lambda spec: JwtConfig(**_fields(spec, _JWT)),
 }
+_ADMIN: Converters = {
+    "roles": tuple,
+    "api_keys": lambda keys: tuple(AdminKey(k["id"], k["key_hash"].lower()) for k in keys),
+}
 _OBSERVABILITY: Converters = {
     "metrics": lambda spec: MetricsConfig(**spec),
     "audit": lambda spec: AuditConfig(**spec),
@@ -159,6 +166,8 @@ _SECTIONS: Converters = {
     "policy": _policy,
     "rate_limit": _rate_limit,
     "observability": lambda spec: ObservabilityConfig(**_fields(spec, _OBSERVABILITY)),
+    "store": lambda spec: StoreConfig(**_fields(spec, {"poll_interval": _seconds})),
+    "admin": lambda spec: AdminConfig(**_fields(spec, _ADMIN)),
 }
 
 
@@ -170,7 +179,9 @@ def build_config(data: Mapping[str, Any], source: str) -> Config:
             transport=spec.get("transport") or ("stdio" if "command" in spec else "streamable-http"),
             **_fields(spec, _UPSTREAM, skip=("transport",)),
         )
-        for name, spec in data["upstreams"].items()
+        for name, spec in data.get("upstreams", {}).items()
     )
     sections = {key: value for key, value in data.items() if key != "upstreams" and not key.startswith("x-")}
-    return Config(source=source, upstreams=upstreams, **_fields(sections, _SECTIONS))
+    if "admin" in sections and "store" not in sections:
+        sections["store"] = {}  # the admin API keeps what it is given in the default store
+    return Config(source=source, upstreams=upstreams, **_fields(sections, _SECTIONS), document=data)

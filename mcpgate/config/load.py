@@ -141,6 +141,24 @@ def load_config(
     return document.validate(check_support)
 
 
+def validate_data(data: dict[str, Any], source: str) -> tuple[Config | None, list[Finding]]:
+    """Validate and build plain data that did not come from a file (the file merged with the
+    store's objects, say): the same schema and cross-references, findings by path, no positions.
+    No value is quoted in a message: some of them are credentials."""
+    data = json.loads(json.dumps(data))  # a private copy: the model keeps it as its document
+
+    def reveal(path: KeyPath) -> bool:
+        return False
+
+    findings = list(_unique(explain_all(_validator().iter_errors(data), reveal)))
+    malformed = {finding.path for finding in findings if finding.at == "value"}
+    references = [*cross_references(data, reveal), *unsupported(data)]
+    findings += [f for f in references if f.at == "key" or f.path not in malformed]
+    if findings:
+        return None, findings
+    return build_config(data, source), []
+
+
 def _read(name: str, source: str) -> str:
     if name == "-":
         return sys.stdin.read()

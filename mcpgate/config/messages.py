@@ -222,6 +222,7 @@ def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:
     yield from _shared_state(data)
     yield from _auth(data)
     yield from _metrics_path(data)
+    yield from _store(data)
 
 
 def _unknown_upstreams(data: dict[str, Any], names: list[str], reveal: Reveal) -> Iterator[Finding]:
@@ -320,7 +321,8 @@ def _auth(data: dict[str, Any]) -> Iterator[Finding]:
     if "auth" not in data or not isinstance(data["auth"], dict):
         return
     auth = data["auth"]
-    if not _list(auth.get("api_keys")) and "jwt" not in auth:
+    # With a store, keys may all come from it (the admin API creates them): an empty list is fine.
+    if not _list(auth.get("api_keys")) and "jwt" not in auth and "store" not in data and "admin" not in data:
         yield Finding(("auth",), "needs 'api_keys' or 'jwt': with neither, no client could authenticate", "key")
     jwt = auth.get("jwt")
     public_url = _dict(data.get("server")).get("public_url")
@@ -331,6 +333,38 @@ def _auth(data: dict[str, Any]) -> Iterator[Finding]:
         )
         yield Finding(("auth", "jwt"), message, "key")
     yield from _duplicate_ids(_list(auth.get("api_keys")))
+
+
+def _store(data: dict[str, Any]) -> Iterator[Finding]:
+    """A store must be reachable as configured, and the admin API must be usable by someone."""
+    from mcpgate.store.cipher import parse_key
+
+    store = _dict(data.get("store"))
+    backend = store.get("backend", "sqlite")
+    if backend == "postgres" and "url" not in store and "store" in data:
+        yield Finding(("store",), "backend postgres needs 'url' (postgresql://user@host:5432/db)", "key")
+    for name, only in (("url", "postgres"), ("path", "sqlite")):
+        if name in store and backend != only and backend in ("sqlite", "postgres"):
+            yield Finding(("store", name), f"{name!r} only applies to backend {only}", "key")
+    key = store.get("encryption_key")
+    if isinstance(key, str) and key and parse_key(key) is None:
+        message = "must be 32 bytes as 64 hex digits or base64 (openssl rand -hex 32 makes one)"
+        yield Finding(("store", "encryption_key"), message)
+    if "admin" not in data or not isinstance(data["admin"], dict):
+        return
+    admin = data["admin"]
+    jwt = isinstance(_dict(data.get("auth")).get("jwt"), dict)
+    if not _list(admin.get("api_keys")) and not (jwt and admin.get("roles", ["admin"])):
+        message = "needs 'api_keys', or auth.jwt and 'roles': with neither, no one could use the admin API"
+        yield Finding(("admin",), message, "key")
+    server = _dict(data.get("server"))
+    port, host = admin.get("port", 8081), admin.get("host", "127.0.0.1")
+    if port and port == server.get("port", 8080) and host == server.get("host", "127.0.0.1"):
+        yield Finding(("admin", "port"), "is server.port: the admin API has a listener of its own")
+    ids = [_dict(k).get("id") for k in _list(admin.get("api_keys"))]
+    for i, key_id in enumerate(ids):
+        if isinstance(key_id, str) and key_id in ids[:i]:
+            yield Finding(("admin", "api_keys", i, "id"), f"duplicate id {key_id!r}")
 
 
 def _duplicate_ids(api_keys: list[Any]) -> Iterator[Finding]:

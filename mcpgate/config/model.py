@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Transport = Literal["streamable-http", "sse", "stdio"]
 
@@ -275,6 +276,32 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreConfig:
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str = "./mcpgate.db"
+    url: str | None = field(default=None, repr=False)  # may embed a password
+    encryption_key: str | None = field(default=None, repr=False)  # a secret, never logged
+    poll_interval: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    id: str
+    key_hash: str  # "sha256:<hex>"
+
+    def __repr__(self) -> str:
+        return f"AdminKey(id={self.id!r}, key_hash='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    api_keys: tuple[AdminKey, ...] = ()
+    roles: tuple[str, ...] = ("admin",)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; ``upstreams`` keeps file order."""
 
@@ -287,6 +314,11 @@ class Config:
     policy: PolicyConfig | None = None  # None: no policy section, every request is allowed
     rate_limit: RateLimitConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
+    # Runtime objects (store) and the API that manages them (admin); store defaults to sqlite with admin.
+    store: StoreConfig | None = None
+    admin: AdminConfig | None = None
+    # The validated plain data this was built from, for the store to merge its objects into.
+    document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def upstream(self, name: str) -> UpstreamConfig | None:
         for u in self.upstreams:
