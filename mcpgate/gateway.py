@@ -223,8 +223,11 @@ class Gateway:
             if follower is not None:
                 follower.cancel()
             held = self._held.pop(name, None)
-            if held is not None:
-                self.end_upstream_sessions_soon([held])
+            if held is not None:  # ended through the old upstream, still open until it is retired
+                self.end_upstream_sessions_soon([held], old.upstreams)
+        removed = sorted(set(old.upstreams) - set(self.upstreams))
+        if removed:
+            self._chore(self._end_sessions_of(removed, old.upstreams))
         for key in [key for key in self.list_cache if key[0] in gone]:
             del self.list_cache[key]
         self._rebuild_catalogue()
@@ -332,10 +335,12 @@ class Gateway:
         for held in self._held.values():
             await self.end_upstream_sessions(held)
 
-    async def end_upstream_sessions(self, session: Session) -> None:
+    async def end_upstream_sessions(
+        self, session: Session, upstreams: Mapping[str, HttpUpstream] | None = None
+    ) -> None:
         """Best effort: tell each upstream its session is over (DELETE), ignoring failures."""
         for name, upstream_sid in session.upstream_sessions.items():
-            upstream = self.upstreams.get(name)
+            upstream = (upstreams if upstreams is not None else self.upstreams).get(name)
             if upstream is None or upstream_sid is None:
                 continue
             headers = upstream.headers_for(
@@ -386,10 +391,26 @@ class Gateway:
     def _rebuild_catalogue(self) -> None:
         self.catalogue = Catalogue.build(self._listed, [u.name for u in self.config.upstreams])
 
-    def end_upstream_sessions_soon(self, sessions: list[Session]) -> None:
+    def end_upstream_sessions_soon(
+        self, sessions: list[Session], upstreams: Mapping[str, HttpUpstream] | None = None
+    ) -> None:
         """End evicted sessions' upstream sessions without making the request that evicted them wait."""
         for session in sessions:
-            self._chore(self.end_upstream_sessions(session))
+            self._chore(self.end_upstream_sessions(session, upstreams))
+
+    async def _end_sessions_of(self, names: list[str], upstreams: Mapping[str, HttpUpstream]) -> None:
+        """Removed upstreams: their endpoints' sessions end (a later request on one is a 404, as
+        for any unknown session), and each upstream session learns it is over."""
+        for name in names:
+            try:
+                ended = await self.sessions.remove_scope(name)
+            except GatewayError as exc:  # a shared store that is down: idle expiry ends them later
+                log.warning("cannot end the sessions of removed upstream %s: %s", name, exc.message)
+                continue
+            if ended:
+                log.info("removed upstream %s: ended its %d session(s)", name, len(ended))
+            for session in ended:
+                await self.end_upstream_sessions(session, upstreams)
 
     def in_background(self, key: object, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` after the request that asked for it, once per ``key`` at a time; failures are logged."""

@@ -219,6 +219,32 @@ class RedisSessionStore(SessionStore):
             return []
         return gone
 
+    async def remove_scope(self, scope: str) -> list[Session]:
+        """Every instance may try at once: ``_remove`` lets one of them take each session out."""
+        gone: list[Session] = []
+        try:
+            async for batch in self._idle_batches():
+                texts = await self.client.mget([self._key(_text(sid)) for sid in batch])
+                for sid, text in zip(batch, texts, strict=True):
+                    if text is not None and Session.from_json(text).scope == scope:
+                        session = await self._remove(_text(sid))
+                        if session is not None:
+                            gone.append(session)
+            await self._refresh_counts()
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+        return gone
+
+    async def _idle_batches(self, size: int = 500) -> AsyncIterator[list[Any]]:
+        batch: list[Any] = []
+        async for sid, _ in self.client.zscan_iter(self._idle):
+            batch.append(sid)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
     async def _remove(self, session_id: str) -> Session | None:
         """Removes the session if this caller is the one that takes it out of ``idle``."""
         self._recent.pop(session_id, None)

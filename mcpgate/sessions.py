@@ -153,6 +153,10 @@ class SessionStore(ABC):
     async def expire(self) -> list[Session]:
         """Remove and return sessions idle for longer than ``idle_timeout``."""
 
+    @abstractmethod
+    async def remove_scope(self, scope: str) -> list[Session]:
+        """Remove and return the sessions of one endpoint (its upstream was removed)."""
+
     async def close(self) -> None:
         return None
 
@@ -215,6 +219,9 @@ class MemorySessionStore(SessionStore):
     async def expire(self) -> list[Session]:
         cutoff = self._clock() - self.idle_timeout
         return [self._remove(s) for s in list(self._sessions.values()) if s.last_seen < cutoff]
+
+    async def remove_scope(self, scope: str) -> list[Session]:
+        return [self._remove(s) for s in list(self._sessions.values()) if s.scope == scope]
 
     def _remove(self, session: Session) -> Session:
         del self._sessions[session.id]

@@ -296,3 +296,61 @@ async def test_keys_need_the_files_auth_section(named_upstreams: dict[str, str],
         assert (await call(http, "PUT", f"{gw.admin}/role-mappings/x", {"claim": "a", "value": "b", "roles": []}))[
             0
         ] == 409
+
+
+async def test_no_request_fails_while_upstreams_come_and_go_under_load(
+    named_upstreams: dict[str, str], tmp_path: Path
+) -> None:
+    async with serving(gateway_yaml(named_upstreams, tmp_path / "s.db")) as gw, aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        stop = asyncio.Event()
+        calls = [0]
+
+        async def load(path: str, mode: str, tool: str) -> None:
+            async with sdk_client(gw.url + path, mode, headers=auth) as client:
+                while not stop.is_set():
+                    assert text(await client.call_tool(tool, {"a": 1, "b": 2})) == "alpha:3"
+                    calls[0] += 1
+
+        clients = [
+            asyncio.create_task(load(path, mode, "add"))
+            for path in ("/servers/alpha/mcp", "/mcp")
+            for mode in ("legacy", "2026-07-28")
+        ]
+        for i in range(8):
+            spec = beta(named_upstreams, timeout=f"{10 + i}s")
+            assert (await call(http, "PUT", f"{gw.admin}/upstreams/beta", spec))[0] in (200, 201)
+            await asyncio.sleep(0.05)
+            if i % 2:
+                assert (await call(http, "DELETE", f"{gw.admin}/upstreams/beta"))[0] == 204
+        stop.set()
+        await asyncio.gather(*clients)  # any failed call fails the test here
+        assert calls[0] >= len(clients)
+        assert gw.store.changes_applied >= 12
+
+
+async def test_a_removed_upstreams_sessions_end_cleanly(named_upstreams: dict[str, str], tmp_path: Path) -> None:
+    async with serving(gateway_yaml(named_upstreams, tmp_path / "s.db")) as gw, aiohttp.ClientSession() as http:
+        assert (await call(http, "PUT", f"{gw.admin}/upstreams/beta", beta(named_upstreams)))[0] == 201
+        headers = {**POST_HEADERS, "Authorization": f"Bearer {CLIENT_KEY}", "MCP-Protocol-Version": "2025-11-25"}
+        init = rpc(
+            "initialize",
+            {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+        )
+        url = f"{gw.url}/servers/beta/mcp"
+        async with http.post(url, json=init, headers=headers) as resp:
+            assert resp.status == 200
+            session = resp.headers["Mcp-Session-Id"]
+        assert (await call(http, "DELETE", f"{gw.admin}/upstreams/beta"))[0] == 204
+        call_ = rpc("tools/call", {"name": "whoami", "arguments": {}}, id=2)
+        async with http.post(url, json=call_, headers={**headers, "Mcp-Session-Id": session}) as resp:
+            body = await resp.json()
+        assert resp.status == 404
+        assert body["error"]["data"]["reason"] in ("session_not_found", "server_not_found")
+        gateway = gw.server.gateway
+        assert gateway is not None
+        for _ in range(100):  # ended in the background, right after the swap
+            if len(gateway.sessions) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert len(gateway.sessions) == 0

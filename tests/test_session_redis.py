@@ -88,6 +88,20 @@ async def test_idle_sessions_expire_once_across_instances_and_use_keeps_them(
     assert await two.get("kept") is None  # too old to use, whoever asks
 
 
+async def test_a_removed_upstreams_sessions_are_ended_once_across_instances(
+    stores: tuple[RedisSessionStore, RedisSessionStore, Clock],
+) -> None:
+    one, two, _ = stores
+    await one.create(make("a1", client="a", scope="alpha"))
+    await one.create(make("b1", client="b", scope="beta"))
+    await two.create(make("a2", client="c", scope="alpha"))
+    ended = await asyncio.gather(one.remove_scope("alpha"), two.remove_scope("alpha"))
+    assert sorted(s.id for batch in ended for s in batch) == ["a1", "a2"]  # each taken out once
+    assert await two.get("a1") is None and await one.get("b1") is not None
+    await one.expire()  # counts are as of a sweep: this one then sees the other's removals too
+    assert one.count_by_scope() == {"beta": 1}
+
+
 async def test_the_caps_hold_for_the_fleet(stores: tuple[RedisSessionStore, RedisSessionStore, Clock]) -> None:
     one, two, clock = stores
     await one.create(make("old", client="alice"))

@@ -51,6 +51,17 @@ async def test_create_get_save_delete() -> None:
     assert await store.delete(session.id) is None
 
 
+async def test_removing_a_scope_ends_only_its_sessions() -> None:
+    store = MemorySessionStore(idle_timeout=60)
+    kept, gone = make(), make()
+    gone.scope = "removed"
+    await store.create(kept)
+    await store.create(gone)
+    assert await store.remove_scope("removed") == [gone]
+    assert await store.get(gone.id) is None and await store.get(kept.id) is kept
+    assert await store.remove_scope("removed") == []
+
+
 async def test_idle_sessions_expire_and_use_keeps_them_alive() -> None:
     clock = Clock()
     store = MemorySessionStore(idle_timeout=60, clock=clock)
