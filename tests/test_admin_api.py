@@ -137,7 +137,7 @@ async def test_every_admin_error_status(named_upstreams: dict[str, str], tmp_pat
         assert status == 200 and headers["ETag"] == '"0"'
         rules = {"rules": [{"decision": "allow", "roles": ["eng"]}]}
         status, headers, _ = await call(http, "PUT", f"{gw.admin}/policy", rules, headers={"If-Match": '"0"'})
-        assert status == 200
+        assert status == 201
         etag = headers["ETag"]
         status, headers, body = await call(http, "PUT", f"{gw.admin}/policy", rules, headers={"If-Match": '"0"'})
         assert status == 412 and body["etag"] == etag
@@ -159,12 +159,18 @@ async def test_policy_and_rate_limit_rules_from_the_store_take_effect_after_the_
     ):
         deny = {"rules": [{"decision": "deny", "tools": ["whoami", "add"]}]}
         status, _, body = await call(http, "PUT", f"{gw.admin}/policy", deny)
-        assert status == 200, body
+        assert status == 201, body
         # The file's default is the file's: the store may not change it.
         status, _, body = await call(http, "PUT", f"{gw.admin}/policy", {**deny, "default": "deny"})
         assert status == 409
         limits = {"rules": [{"tools": ["echo"], "capacity": 1, "refill_per_second": 0.001}]}
-        assert (await call(http, "PUT", f"{gw.admin}/rate-limits", limits))[0] == 200
+        assert (await call(http, "PUT", f"{gw.admin}/rate-limits", limits))[0] == 201
+        # Removed again, then back: DELETE leaves the file's section alone.
+        assert (await call(http, "DELETE", f"{gw.admin}/rate-limits"))[0] == 204
+        assert gw.store.config.rate_limit is None
+        assert (await call(http, "DELETE", f"{gw.admin}/rate-limits"))[0] == 404
+        assert (await call(http, "PUT", f"{gw.admin}/rate-limits", {"default": {"capacity": 1}}))[0] == 400
+        assert (await call(http, "PUT", f"{gw.admin}/rate-limits", limits))[0] == 201
         _, _, shown = await call(http, "GET", f"{gw.admin}/policy")
         assert [r["decision"] for r in shown["effective"]["rules"]] == ["allow", "deny"]
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}

@@ -74,7 +74,7 @@ async def test_a_change_through_one_instance_is_live_on_the_other(
         # Optimistic concurrency holds across instances: a's ETag is stale once b has written.
         rules = {"rules": [{"decision": "allow"}]}
         _, headers, _ = await call(http, "GET", f"{a.admin}/policy")
-        assert (await call(http, "PUT", f"{b.admin}/policy", rules, headers={"If-Match": headers["ETag"]}))[0] == 200
+        assert (await call(http, "PUT", f"{b.admin}/policy", rules, headers={"If-Match": headers["ETag"]}))[0] == 201
         assert (await call(http, "PUT", f"{a.admin}/policy", rules, headers={"If-Match": headers["ETag"]}))[0] == 412
 
 

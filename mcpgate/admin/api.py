@@ -36,6 +36,7 @@ from mcpgate.store.objects import (
     join_secrets,
     needs_from_file,
     owned_by_file,
+    pointer,
     redacted,
     redacted_document,
     split_secrets,
@@ -50,7 +51,7 @@ RUNTIME: Final = web.AppKey("runtime", Runtime)
 ACCESS: Final = web.AppKey("access", AdminAccess)
 ACTOR: Final = web.RequestKey("actor", str)  # who is asking, as the audit trail names them
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Per kind: its path segment, and the keys its body may have.
+# The keys a policy or rate-limits body may have: the rest of those sections is the file's.
 _LIST_KEYS: Final = {"policy": ("default", "rules", "shadow"), "rate_limits": ("default", "rules")}
 _SECTION: Final = {"policy": "policy", "rate_limits": "rate_limit"}
 _TITLES: Final = {
@@ -253,7 +254,7 @@ async def put_upstream(request: web.Request) -> web.Response:
     old = runtime.objects.get("upstream", name)
     if any(True for _ in _markers(body)):  # "<redacted>": keep what is stored
         body = join_secrets(body, split_secrets(old.body)[1] if old is not None else {})
-        left = [f"/{'/'.join(path)}" for path in _markers(body)]
+        left = [pointer(path) for path in _markers(body)]
         if left:
             errors = [{"pointer": p, "detail": f"{REDACTED!r} keeps a stored value, and none is stored"} for p in left]
             raise Problem(400, "nothing stored to keep", errors)
@@ -300,6 +301,10 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def get_key(request: web.Request) -> web.Response:
     runtime, name = request.app[RUNTIME], _name(request, "id")
+    auth = (runtime.file.document or {}).get("auth")
+    for key in auth.get("api_keys", []) if isinstance(auth, dict) else []:
+        if key.get("id") == name:
+            return _json({"id": name, "roles": key.get("roles", []), "source": "file"})
     row = _stored(runtime, "api_key", name)
     return _json(_key_item(row), headers={"ETag": _etag(row.revision)})
 
@@ -385,20 +390,18 @@ async def delete_mapping(request: web.Request) -> web.Response:
 # --- policy and rate limits: one ordered list each ----------------------------------------------
 
 
-def _ordered(kind: Kind) -> tuple[Handler, Handler]:
+def _ordered(kind: Kind) -> tuple[Handler, Handler, Handler]:
     section = _SECTION[kind]
 
     async def get(request: web.Request) -> web.Response:
         runtime = request.app[RUNTIME]
         row = runtime.objects.get(kind, SINGLETON[kind])
-        file = (runtime.file.document or {}).get(section)
-        effective = (runtime.config.document or {}).get(section)
+        file = redacted_document(runtime.file.document or {}).get(section)
+        effective = redacted_document(runtime.config.document or {}).get(section)
         body: dict[str, Any] = {
             "rules": list(row.body.get("rules", [])) if row is not None else [],
             "revision": row.revision if row is not None else 0,
-            "file": {"rules": file.get("rules", []), **({"default": file["default"]} if "default" in file else {})}
-            if isinstance(file, dict)
-            else None,
+            "file": file if isinstance(file, dict) else None,  # read-only here
             "effective": effective,
         }
         if row is not None:
@@ -413,8 +416,10 @@ def _ordered(kind: Kind) -> tuple[Handler, Handler]:
             {"pointer": f"/{k}", "detail": f"unknown key (allowed: {', '.join(allowed)}; the rest is the file's)"}
             for k in sorted(set(body) - set(allowed))
         ]
+        if "rules" not in body:
+            errors.append({"pointer": "", "detail": "missing required key 'rules' (the whole ordered list)"})
         if errors:
-            raise Problem(400, "unknown keys", errors)
+            raise Problem(400, "the body is not a rule list", errors)
         file = (runtime.file.document or {}).get(section)
         owned = [k for k in ("default", "shadow") if k in body and isinstance(file, dict)]
         if owned:
@@ -423,10 +428,15 @@ def _ordered(kind: Kind) -> tuple[Handler, Handler]:
                 409, f"{section} is in the configuration file, which sets {sets}; store rules follow its rules"
             )
         expect = _if_match(request)
-        revision, _ = await _commit(request, kind, SINGLETON[kind], body, expect)
-        return _changed(request, revision, False, {"revision": revision, **body})
+        revision, created = await _commit(request, kind, SINGLETON[kind], body, expect)
+        return _changed(request, revision, created, {"revision": revision, **body})
 
-    return get, put
+    async def delete(request: web.Request) -> web.Response:
+        """The store's list gone: the file's section alone again (or none)."""
+        await _commit(request, kind, SINGLETON[kind], None, _if_match(request))
+        return web.Response(status=204)
+
+    return get, put, delete
 
 
 # --- the whole ---------------------------------------------------------------------------------
@@ -440,10 +450,10 @@ async def effective_config(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    try:
-        limit = max(1, min(int(request.query.get("limit", "100")), 1000))
-    except ValueError:
-        raise Problem(400, "limit must be a number from 1 to 1000") from None
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise Problem(400, "limit must be a number from 1 to 1000")
+    limit = int(text)
     entries = await runtime.store.backend.audit(limit)
     for entry in entries:
         for key in ("before", "after"):
@@ -475,9 +485,10 @@ def build_admin_app(runtime: Runtime, config: AdminConfig) -> web.Application:
     r.add_put(f"{PREFIX}/role-mappings/{{id}}", put_mapping)
     r.add_delete(f"{PREFIX}/role-mappings/{{id}}", delete_mapping)
     for kind, path in (("policy", "policy"), ("rate_limits", "rate-limits")):
-        get, put = _ordered(kind)  # type: ignore[arg-type]
+        get, put, delete = _ordered(kind)  # type: ignore[arg-type]
         r.add_get(f"{PREFIX}/{path}", get)
         r.add_put(f"{PREFIX}/{path}", put)
+        r.add_delete(f"{PREFIX}/{path}", delete)
     r.add_get(f"{PREFIX}/config", effective_config)
     r.add_get(f"{PREFIX}/audit", audit)
     r.add_get(f"{PREFIX}/openapi.json", openapi)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import os
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from mcpgate.config.model import StoreConfig
 from mcpgate.store.backend import Backend, Change, StoreError, backend_for
@@ -113,7 +113,6 @@ class Store:
     async def write(self, kind: Kind, name: str, body: dict[str, Any] | None, *, expect: int | None, actor: str) -> int:
         """Create, replace or delete one object in one transaction with its audit line; the new
         store revision. Raises ``NoKey``, ``Stale``, ``Missing`` and ``StoreError``."""
-        before = self.objects.get(kind, name)
         sealed = None
         stored = body
         if body is not None and kind == "upstream":
@@ -122,9 +121,6 @@ class Store:
                 if self.cipher is None:
                     raise NoKey(sorted(secrets))
                 sealed = self.cipher.seal(json.dumps(secrets).encode(), f"{kind}/{name}")
-        action: Literal["create", "replace", "delete"] = (
-            "delete" if body is None else ("replace" if before is not None else "create")
-        )
         change = Change(
             kind,
             name,
@@ -132,9 +128,8 @@ class Store:
             sealed,
             expect,
             actor,
-            action,
-            None if before is None else json.dumps(redacted(kind, before.body)),
             None if body is None else json.dumps(redacted(kind, body)),
+            lambda before: json.dumps(redacted(kind, json.loads(before))),
         )
         return await self.backend.change(change)
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from mcpgate.store.migrations import MIGRATIONS, Migration, Status, pending
 
@@ -73,9 +73,14 @@ class Change:
     sealed: str | None
     expect: int | None  # the revision the client saw (0: must not exist yet); None: unconditional
     actor: str
-    action: Literal["create", "replace", "delete"]
-    before: str | None  # redacted JSON, for the audit trail
-    after: str | None
+    after: str | None  # redacted JSON, for the audit trail
+    # The stored body as the audit trail may show it (the row read in the transaction is the truth).
+    redact: Callable[[str], str] = lambda body: body
+
+    def audit(self, before: str | None) -> tuple[str, str | None]:
+        """The action this change is, given what was stored, and the before-image to record."""
+        action = "delete" if self.body is None else ("replace" if before is not None else "create")
+        return action, None if before is None else self.redact(before)
 
 
 def now() -> str:
@@ -125,14 +130,14 @@ class SqliteBackend(Backend):
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcpgate-sqlite")
+        self._thread: ThreadPoolExecutor | None = None  # made by each connect, ended by close
 
     async def _run(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        db = self._db
-        if db is None:
+        db, thread = self._db, self._thread
+        if db is None or thread is None:
             raise StoreError("the store is not open")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
+            return await asyncio.get_running_loop().run_in_executor(thread, work, db)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}", retry=True) from None
 
@@ -145,15 +150,19 @@ class SqliteBackend(Backend):
             return db
 
         try:
+            self._thread = self._thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcpgate-sqlite")
             self._db = await asyncio.get_running_loop().run_in_executor(self._thread, open_db)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store file {self.path}: {exc}") from None
 
     async def close(self) -> None:
         db, self._db = self._db, None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
         if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, db.close)
-        self._thread.shutdown(wait=False)
+            await asyncio.get_running_loop().run_in_executor(thread, db.close)
+        thread.shutdown(wait=False)
 
     @staticmethod
     def _applied(db: sqlite3.Connection) -> dict[int, str]:
@@ -213,9 +222,10 @@ class SqliteBackend(Backend):
             db.execute("BEGIN IMMEDIATE")
             try:
                 found = db.execute(
-                    "SELECT revision FROM mcpgate_objects WHERE kind = ? AND name = ?", (change.kind, change.name)
+                    "SELECT revision, body FROM mcpgate_objects WHERE kind = ? AND name = ?", (change.kind, change.name)
                 ).fetchone()
                 current = int(found[0]) if found else 0
+                action, before = change.audit(found[1] if found else None)
                 if change.expect is not None and change.expect != current:
                     raise Stale(current)
                 if change.body is None and not found:
@@ -236,7 +246,7 @@ class SqliteBackend(Backend):
                 db.execute(
                     "INSERT INTO mcpgate_admin_audit (at, actor, action, kind, name, revision, before, after) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (at, change.actor, change.action, change.kind, change.name, revision, change.before, change.after),
+                    (at, change.actor, action, change.kind, change.name, revision, before, change.after),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -282,7 +292,11 @@ class PostgresBackend(Backend):
 
     def _error(self, exc: BaseException) -> StoreError:
         # asyncpg's messages name the host and database, never the password.
-        return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}", retry=_retryable(exc))
+        import asyncpg
+
+        # Only a database that refuses us for good is final: a bad password, no such database.
+        final = isinstance(exc, asyncpg.PostgresError) and not _retryable(exc)
+        return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}", retry=not final)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -309,14 +323,12 @@ class PostgresBackend(Backend):
                 await asyncio.wait_for(pool.close(), 5)
 
     async def _call(self, work: Callable[[asyncpg.Connection], Any]) -> Any:
-        import asyncpg
-
         try:
             async with self.pool.acquire() as conn:
                 return await work(conn)
-        except (Stale, Missing):
+        except (Stale, Missing, StoreError):
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # asyncpg's errors have no common base short of this
             raise self._error(exc) from None
 
     @staticmethod
@@ -389,10 +401,11 @@ class PostgresBackend(Backend):
                 revision = int(
                     await conn.fetchval("UPDATE mcpgate_revision SET revision = revision + 1 RETURNING revision")
                 )
-                found = await conn.fetchval(
-                    "SELECT revision FROM mcpgate_objects WHERE kind = $1 AND name = $2", change.kind, change.name
+                found = await conn.fetchrow(
+                    "SELECT revision, body FROM mcpgate_objects WHERE kind = $1 AND name = $2", change.kind, change.name
                 )
-                current = int(found) if found is not None else 0
+                current = int(found["revision"]) if found is not None else 0
+                action, before = change.audit(found["body"] if found is not None else None)
                 if change.expect is not None and change.expect != current:
                     raise Stale(current)
                 if change.body is None and found is None:
@@ -412,7 +425,7 @@ class PostgresBackend(Backend):
                 await conn.execute(
                     "INSERT INTO mcpgate_admin_audit (at, actor, action, kind, name, revision, before, after) "
                     "VALUES (now(), $1, $2, $3, $4, $5, $6, $7)",
-                    change.actor, change.action, change.kind, change.name, revision, change.before, change.after,
+                    change.actor, action, change.kind, change.name, revision, before, change.after,
                 )  # fmt: skip
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(revision))
                 return revision

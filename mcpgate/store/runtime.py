@@ -130,7 +130,10 @@ class Runtime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # the watch must outlive any surprise: the next round tries again
+                log.exception("store: checking for changes failed")
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Apply the store's newest objects when they changed; False when it could not."""
