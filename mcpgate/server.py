@@ -273,7 +273,12 @@ class Server:
         if config.store is not None:
             self.store = await open_store(config, migrate=self.migrate)
             config = self.store.config  # the file's, with the store's objects
-        app = build_app(config)
+        try:
+            app = build_app(config)
+        except BaseException:
+            if self.store is not None:
+                await self.store.close()
+            raise
         self.gateway = app[GATEWAY]
         if self.store is not None:
             app[STORE] = self.store

@@ -1,4 +1,5 @@
-"""The fleet example runs as its comment says (tests/test_config.py loads every example)."""
+"""The fleet, multi-server and admin examples run as their comments say (tests/test_config.py loads
+every example)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import ROOT, RedisServer, free_port, stop_process, wait_for_port
@@ -69,3 +71,33 @@ async def test_the_multi_server_example_namespaces_and_routes(tmp_path: Path) ->
                 assert result.content[0].text == "5", log.read_text()  # type: ignore[union-attr]
     finally:
         stop_process(proc)
+
+
+@pytest.mark.e2e
+async def test_the_admin_example_adds_an_upstream_and_a_key_at_run_time(tmp_path: Path) -> None:
+    port, admin = free_port(), free_port()
+    log = tmp_path / "admin.log"
+    argv = [sys.executable, "-m", "mcpgate", "start", "-c", "examples/admin.yml", "--port", str(port)]
+    argv += ["--set", f"admin.port={admin}", "--set", f"store.path={tmp_path / 'store.db'}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(admin, proc)
+        base = f"http://127.0.0.1:{admin}/admin/v1"
+        headers = {"Authorization": "Bearer mga_demo-admin-key-for-the-example-only"}
+        math = {
+            "command": [sys.executable, "examples/servers/demo_server.py", "--transport", "stdio"],
+            "prefix": "math",
+        }
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.put(f"{base}/upstreams/math", json=math) as resp:
+                assert resp.status == 201, await resp.text()
+            async with http.post(f"{base}/api-keys", json={"id": "alice", "roles": ["demo"]}) as resp:
+                assert resp.status == 201, await resp.text()
+                key = (await resp.json())["key"]
+        async with sdk_client(f"http://127.0.0.1:{port}/mcp", "auto", headers={"Authorization": f"Bearer {key}"}) as c:
+            result = await c.call_tool("math__add", {"a": 2, "b": 3})
+            assert result.content[0].text == "5", log.read_text()  # type: ignore[union-attr]
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, log.read_text()

@@ -24,6 +24,7 @@ from mcpgate.admin.access import AdminAccess, Denied
 from mcpgate.auth.apikeys import generate_key, hash_key
 from mcpgate.config.messages import Finding
 from mcpgate.config.model import AdminConfig
+from mcpgate.listener import SERVER_NAME
 from mcpgate.store import NoKey
 from mcpgate.store.backend import Missing, Stale, StoreError
 from mcpgate.store.objects import (
@@ -467,8 +468,13 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(document())
 
 
+async def _no_versions(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_NAME  # not aiohttp's versions, as on the MCP port
+
+
 def build_admin_app(runtime: Runtime, config: AdminConfig) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_no_versions)
     app[RUNTIME] = runtime
     app[ACCESS] = AdminAccess(config)
     r = app.router

@@ -441,6 +441,11 @@ def summarize(config: Config) -> str:
         parts.append(f"policy: {_count(len(policy.rules), 'rule')} (default {policy.default}{shadow})")
     if config.rate_limit is not None:
         parts.append(f"rate_limit: {config.rate_limit.backend}")
+    if config.store is not None:
+        parts.append(f"store: {config.store.backend}")
+    if config.admin is not None:
+        host = f"[{config.admin.host}]" if ":" in config.admin.host else config.admin.host
+        parts.append(f"admin API on {host}:{config.admin.port}")
     return f"{config.source}: valid — {', '.join(parts)}"
 
 
