@@ -477,25 +477,26 @@ def build_admin_app(runtime: Runtime, config: AdminConfig) -> web.Application:
     app.on_response_prepare.append(_no_versions)
     app[RUNTIME] = runtime
     app[ACCESS] = AdminAccess(config)
-    r = app.router
-    r.add_get(f"{PREFIX}/upstreams", list_upstreams)
-    r.add_get(f"{PREFIX}/upstreams/{{name}}", get_upstream)
-    r.add_put(f"{PREFIX}/upstreams/{{name}}", put_upstream)
-    r.add_delete(f"{PREFIX}/upstreams/{{name}}", delete_upstream)
-    r.add_get(f"{PREFIX}/api-keys", list_keys)
-    r.add_post(f"{PREFIX}/api-keys", create_key)
-    r.add_get(f"{PREFIX}/api-keys/{{id}}", get_key)
-    r.add_delete(f"{PREFIX}/api-keys/{{id}}", delete_key)
-    r.add_get(f"{PREFIX}/role-mappings", list_mappings)
-    r.add_get(f"{PREFIX}/role-mappings/{{id}}", get_mapping)
-    r.add_put(f"{PREFIX}/role-mappings/{{id}}", put_mapping)
-    r.add_delete(f"{PREFIX}/role-mappings/{{id}}", delete_mapping)
-    for kind, path in (("policy", "policy"), ("rate_limits", "rate-limits")):
-        get, put, delete = _ordered(kind)  # type: ignore[arg-type]
-        r.add_get(f"{PREFIX}/{path}", get)
-        r.add_put(f"{PREFIX}/{path}", put)
-        r.add_delete(f"{PREFIX}/{path}", delete)
-    r.add_get(f"{PREFIX}/config", effective_config)
-    r.add_get(f"{PREFIX}/audit", audit)
-    r.add_get(f"{PREFIX}/openapi.json", openapi)
+    policy, rate_limits = _ordered("policy"), _ordered("rate_limits")
+    routes: list[tuple[str, str, Handler]] = [
+        ("GET", "/upstreams", list_upstreams),
+        ("GET", "/upstreams/{name}", get_upstream),
+        ("PUT", "/upstreams/{name}", put_upstream),
+        ("DELETE", "/upstreams/{name}", delete_upstream),
+        ("GET", "/api-keys", list_keys),
+        ("POST", "/api-keys", create_key),
+        ("GET", "/api-keys/{id}", get_key),
+        ("DELETE", "/api-keys/{id}", delete_key),
+        ("GET", "/role-mappings", list_mappings),
+        ("GET", "/role-mappings/{id}", get_mapping),
+        ("PUT", "/role-mappings/{id}", put_mapping),
+        ("DELETE", "/role-mappings/{id}", delete_mapping),
+        *(zip(("GET", "PUT", "DELETE"), ("/policy",) * 3, policy, strict=True)),
+        *(zip(("GET", "PUT", "DELETE"), ("/rate-limits",) * 3, rate_limits, strict=True)),
+        ("GET", "/config", effective_config),
+        ("GET", "/audit", audit),
+        ("GET", "/openapi.json", openapi),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, PREFIX + path, handler)
     return app
