@@ -205,3 +205,35 @@ def test_validate_refuses_workers_with_memory_backends(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert b"workers > 1 needs sessions.backend: redis" in done.stderr
     assert b"workers > 1 needs rate_limit.backend: redis" in done.stderr
+
+
+def test_every_worker_follows_the_store(mcp_upstream_url: str, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A change made through whichever worker's admin listener reaches the other by the shared file."""
+    from mcpgate.auth.apikeys import hash_key
+
+    admin = free_port()
+    store = f"store: {{path: '{tmp_path / 'store.db'}', poll_interval: 200ms}}\n"
+    config = config_text(mcp_upstream_url, redis_server.url) + store
+    config += f"admin: {{port: {admin}, api_keys: [{{id: ops, key_hash: '{hash_key('admin-key-123456')}'}}]}}\n"
+    gw = start(config, tmp_path)
+    try:
+        gw.wait_ready()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{admin}/admin/v1/upstreams/again",
+            data=json.dumps({"url": mcp_upstream_url}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer admin-key-123456"},
+            method="PUT",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+        followed: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(followed) < 2:  # both workers report the store revision and serve the new upstream
+            assert time.monotonic() < deadline, gw.log.read_text()
+            _, body = gw.get("/readyz")
+            ready = json.loads(body)
+            if ready["store"]["revision"] == 1 and "again" in ready["upstreams"]:
+                followed.add(ready["worker"]["slot"])
+    finally:
+        stop_process(gw.proc)
+    assert gw.proc.returncode == 0, gw.log.read_text()
