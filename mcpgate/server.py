@@ -429,7 +429,7 @@ async def open_store(config: Config, *, migrate: bool) -> Runtime:
     assert config.store is not None
     try:
         return await Runtime.open(config, migrate=migrate)
-    except StoreConflict as exc:
+    except (StoreConflict, ValueError) as exc:  # ValueError: MCPGATE_STORE_STARTUP_TIMEOUT
         raise StartupError(str(exc)) from None
     except StoreError as exc:
         if exc.retry:

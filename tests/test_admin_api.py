@@ -119,6 +119,10 @@ async def test_every_admin_error_status(named_upstreams: dict[str, str], tmp_pat
         )
         assert status == 400 and body["errors"][0]["pointer"] == "/rules/0/servers/0", body
         # 415, 413
+        # Credentials in a URL would be kept in clear: refused, pointing at them.
+        status, _, body = await call(http, "PUT", url, {"url": "https://user:pw@example.com/mcp"})
+        assert status == 400 and [e["pointer"] for e in body["errors"]] == ["/url"]
+        assert ":pw@" not in json.dumps(body)
         status, _, _ = await call(http, "PUT", url, b"url: x", headers={"Content-Type": "text/yaml"})
         assert status == 415
         assert (await call(http, "PUT", url, b'{"a": "' + b"x" * (1024 * 1024 + 10) + b'"}'))[0] == 413

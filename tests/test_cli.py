@@ -138,7 +138,8 @@ NO_DEFAULT = (None, getattr(click.core, "UNSET", None))  # click >= 8.3 marks "n
 
 def test_all_verbs_exist() -> None:
     assert COMMANDS == [
-        "hash-key", "health", "list-servers", "policy", "reload", "routes", "schema", "start", "validate",
+        "admin", "hash-key", "health", "list-servers", "migrate", "policy", "reload", "routes", "schema", "start",
+        "validate",
     ]  # fmt: skip
 
 
@@ -639,7 +640,7 @@ def captured_run(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
 
     seen: list[Config] = []
 
-    def fake_run(config: Config, loader: object = None) -> int:
+    def fake_run(config: Config, loader: object = None, *, migrate: bool = True) -> int:
         seen.append(config)
         return 0
 
@@ -699,7 +700,7 @@ def test_start_validates_overrides_like_the_file(config_file: Path, captured_run
 def test_start_returns_the_servers_exit_code(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mcpgate.server
 
-    monkeypatch.setattr(mcpgate.server, "run", lambda config, loader=None: 3)
+    monkeypatch.setattr(mcpgate.server, "run", lambda config, loader=None, migrate=True: 3)
     assert invoke("start", "-c", str(config_file)).exit_code == 3
 
 
@@ -722,7 +723,7 @@ def test_start_without_any_config_exits_78(tmp_path: Path, monkeypatch: pytest.M
 def test_start_bind_failure_exits_69(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mcpgate.server
 
-    def taken(config: Config, loader: object = None) -> int:
+    def taken(config: Config, loader: object = None, *, migrate: bool = True) -> int:
         raise OSError(errno.EADDRINUSE, "error while attempting to bind on address ('127.0.0.1', 8001)")
 
     monkeypatch.setattr(mcpgate.server, "run", taken)

@@ -130,13 +130,16 @@ def test_credentials_split_from_the_body_and_join_it_again() -> None:
 def test_the_effective_configuration_shows_no_credential() -> None:
     document = {
         **FILE,
-        "upstreams": {"a": {"url": "http://x/mcp", "auth": {"type": "bearer", "token": "tok-secret"}}},
+        "upstreams": {
+            "a": {"url": "http://x/mcp", "auth": {"type": "bearer", "token": "tok-secret"}},
+            "b": {"url": "https://user:url-secret@x/mcp"},
+        },
         "store": {"backend": "postgres", "url": "postgresql://u:pw-secret@db/x", "encryption_key": "k-secret"},
         "sessions": {"backend": "redis", "redis_url": "redis://:redis-secret@r/0"},
         "admin": {"api_keys": [{"id": "ops", "key_hash": "sha256:" + "2" * 64}]},
     }
     shown = json.dumps(redacted_document(document))
-    for secret in ("tok-secret", "pw-secret", "k-secret", "redis-secret", "k" * 20, "2" * 64):
+    for secret in ("tok-secret", "url-secret", "pw-secret", "k-secret", "redis-secret", "k" * 20, "2" * 64):
         assert secret not in shown
     assert '"id": "ops"' in shown
 

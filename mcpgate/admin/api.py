@@ -41,6 +41,7 @@ from mcpgate.store.objects import (
     redacted,
     redacted_document,
     split_secrets,
+    url_credentials,
 )
 from mcpgate.store.runtime import Invalid, Runtime
 
@@ -252,6 +253,9 @@ async def put_upstream(request: web.Request) -> web.Response:
     runtime, name = request.app[RUNTIME], _name(request)
     _file_owned(runtime, "upstream", name)
     body = await _body(request)
+    if url_credentials(body.get("url")):
+        detail = "credentials in the URL would be kept in clear: put them in auth or headers, which are sealed"
+        raise Problem(400, "the URL holds credentials", [{"pointer": "/url", "detail": detail}])
     old = runtime.objects.get("upstream", name)
     if any(True for _ in _markers(body)):  # "<redacted>": keep what is stored
         body = join_secrets(body, split_secrets(old.body)[1] if old is not None else {})

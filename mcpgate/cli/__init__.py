@@ -13,7 +13,9 @@ own module; what they share (options, exit codes, loading a config, exiting) is 
 - ``validate``: validate and schema, checking a configuration;
 - ``describe``: routes, policy and list-servers, what a configuration does, read-only;
 - ``keys``: hash-key;
-- ``health``: health, asking a running gateway.
+- ``health``: health, asking a running gateway;
+- ``migrate``: migrate, the store's schema;
+- ``admin``: admin and its subcommands, a running gateway's admin API.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Final
 import click
 
 from mcpgate import __version__
-from mcpgate.cli import describe, health, keys, start, validate
+from mcpgate.cli import admin, describe, health, keys, migrate, start, validate
 from mcpgate.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from mcpgate.cli.health import default_health_url
 
@@ -52,14 +54,17 @@ def main() -> None:
     \b
     Exit codes:
       0   success
-      1   invalid configuration (validate, routes, list-servers), unhealthy (health, --probe)
+      1   invalid configuration (validate, routes, list-servers), unhealthy (health, --probe),
+          migrations pending (migrate), the admin API refused (admin)
       2   usage error
-      69  start could not listen on its address
+      69  start could not listen on its address or reach its store; migrate could not reach
+          the store; admin could not reach the admin API
       78  start refused the configuration (systemd: RestartPreventExitStatus=78)
 
     \b
     Environment: MCPGATE_CONFIG, MCPGATE_HOST, MCPGATE_PORT, MCPGATE_WORKERS,
-    MCPGATE_SHUTDOWN_TIMEOUT, MCPGATE_LOG_LEVEL, MCPGATE_LOG_FORMAT.
+    MCPGATE_SHUTDOWN_TIMEOUT, MCPGATE_LOG_LEVEL, MCPGATE_LOG_FORMAT, MCPGATE_NO_MIGRATE,
+    MCPGATE_STORE_STARTUP_TIMEOUT, MCPGATE_ADMIN_URL, MCPGATE_ADMIN_KEY.
     Precedence: flag > MCPGATE_* variable > config file > built-in default.
     """
 
@@ -73,3 +78,5 @@ main.add_command(describe.policy)
 main.add_command(keys.hash_key)
 main.add_command(describe.list_servers)
 main.add_command(health.health)
+main.add_command(migrate.migrate)
+main.add_command(admin.admin)

@@ -26,6 +26,18 @@ STARTUP_PATIENCE_ENV: Final = "MCPGATE_STORE_STARTUP_TIMEOUT"
 STARTUP_PATIENCE: Final = 30.0
 
 
+def startup_patience() -> float:
+    """``MCPGATE_STORE_STARTUP_TIMEOUT`` in seconds; raises ``ValueError`` naming a bad value."""
+    text = os.environ.get(STARTUP_PATIENCE_ENV) or str(STARTUP_PATIENCE)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"{STARTUP_PATIENCE_ENV} must be a number of seconds, not {text!r}")
+    return seconds
+
+
 class NoKey(Exception):
     """A credential to keep, and no ``store.encryption_key`` to keep it with."""
 
@@ -48,23 +60,26 @@ class Store:
         self.cipher = Cipher(key) if key is not None else None
         self.objects = Objects()
 
-    async def open(self, *, migrate: bool, patience: float | None = None) -> None:
-        """Connect (waiting up to ``patience`` for a database that is starting), then migrate the
-        schema or check that it is current. Raises ``StoreError``."""
-        if patience is None:
-            patience = float(os.environ.get(STARTUP_PATIENCE_ENV) or STARTUP_PATIENCE)
+    async def connect(self, patience: float | None = None) -> None:
+        """Connect, waiting up to ``patience`` seconds (``MCPGATE_STORE_STARTUP_TIMEOUT``, 30) for a
+        database that refuses connections or is starting up. Raises ``StoreError``."""
+        patience = startup_patience() if patience is None else patience
         loop = asyncio.get_running_loop()
         deadline, delay = loop.time() + patience, 0.25
         while True:
             try:
                 await self.backend.connect()
-                break
+                return
             except StoreError as exc:
                 if not exc.retry or loop.time() + delay > deadline:
                     raise
                 log.warning("store %s not reachable yet (%s); retrying in %.1fs", describe(self.config), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def open(self, *, migrate: bool, patience: float | None = None) -> None:
+        """Connect, then migrate the schema or check that it is current. Raises ``StoreError``."""
+        await self.connect(patience)
         try:
             if migrate:
                 for migration in await self.backend.migrate():

@@ -173,7 +173,12 @@ class SqliteBackend(Backend):
         return {int(v): str(at) for v, at in db.execute("SELECT version, applied_at FROM mcpgate_schema")}
 
     async def migrations(self) -> list[Status]:
-        return _status(await self._run(self._applied))
+        def work(db: sqlite3.Connection) -> dict[int, str]:  # only reads: a fresh file stays empty
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'mcpgate_schema'").fetchone() is None:
+                return {}
+            return {int(v): str(at) for v, at in db.execute("SELECT version, applied_at FROM mcpgate_schema")}
+
+        return _status(await self._run(work))
 
     async def migrate(self) -> list[Migration]:
         def work(db: sqlite3.Connection) -> list[Migration]:
@@ -341,10 +346,11 @@ class PostgresBackend(Backend):
         return {int(r["version"]): r["applied_at"].isoformat() for r in rows}
 
     async def migrations(self) -> list[Status]:
-        async def work(conn: asyncpg.Connection) -> list[Status]:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('mcpgate_schema'))")
-                return _status(await self._applied(conn))
+        async def work(conn: asyncpg.Connection) -> list[Status]:  # only reads: a read-only role may ask
+            if await conn.fetchval("SELECT to_regclass('mcpgate_schema')") is None:
+                return _status({})
+            rows = await conn.fetch("SELECT version, applied_at FROM mcpgate_schema")
+            return _status({int(r["version"]): r["applied_at"].isoformat() for r in rows})
 
         result: list[Status] = await self._call(work)
         return result

@@ -219,10 +219,30 @@ def join_secrets(public: Mapping[str, Any], secrets: Mapping[str, Any]) -> dict[
     return body
 
 
+def url_credentials(url: object) -> bool:
+    """Whether an upstream URL carries a user or password (``https://user:pw@host``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return isinstance(url, str) and "@" in (urlsplit(url).netloc or "")
+    except ValueError:
+        return False
+
+
+def _without_userinfo(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=REDACTED + "@" + parts.netloc.rsplit("@", 1)[1]))
+
+
 def redacted(kind: Kind, body: Mapping[str, Any]) -> dict[str, Any]:
     """What may be shown of an object: credentials and key hashes replaced."""
     if kind == "upstream":
-        return split_secrets(body)[0]
+        shown = split_secrets(body)[0]
+        if url_credentials(shown.get("url")):  # the file's (the store refuses them)
+            shown["url"] = _without_userinfo(shown["url"])
+        return shown
     shown = copy.deepcopy(dict(body))
     if "key_hash" in shown:
         shown["key_hash"] = REDACTED

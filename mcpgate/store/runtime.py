@@ -207,6 +207,10 @@ class Runtime:
                 log.error("store revision %d not applied: %s", objects.revision, exc)
                 self._set_problem(f"revision {objects.revision} not applied: {exc}")
                 return False
+            except Exception as exc:  # the running plan stays; the next change tries again
+                log.exception("store revision %d not applied", objects.revision)
+                self._set_problem(f"revision {objects.revision} not applied: {type(exc).__name__}")
+                return False
         self.file, self.config, self.merged = file, config, merged
         if self.reachable:
             self.problem = self.since = None
