@@ -3,6 +3,7 @@ backend's transactions, without a gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -264,3 +265,21 @@ async def test_an_unusable_store_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"dir\.db") as error:
         await store.open(migrate=True, patience=0)
     assert not error.value.retry
+
+
+async def test_a_store_file_another_process_is_writing_is_waited_for(tmp_path: Path) -> None:
+    """Workers open one new file together: turning it to WAL finds the other's lock, and waits."""
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE elsewhere (a)")
+    asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+    store = Store(StoreConfig(path=str(path)))
+    try:
+        await store.open(migrate=True, patience=0)
+        assert [s.applied_at is not None for s in await store.backend.migrations()] == [True] * LATEST
+    finally:
+        await store.close()
+        other.close()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,8 +146,18 @@ class SqliteBackend(Backend):
         def open_db() -> sqlite3.Connection:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=10000")
+            # Switching a new file to WAL takes a lock that SQLite does not wait for: workers opening
+            # one file together find it taken, and try again. Once set, WAL stays with the file.
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        db.close()
+                        raise
+                    time.sleep(0.02)
             return db
 
         try:
