@@ -9,16 +9,25 @@ It still checks what a real server checks (session ids in the legacy era, the `M
 `Mcp-Name` headers in the modern era) so that a gateway which drops or garbles them shows up as
 errors in the benchmark instead of as a suspiciously fast result.
 
+Two extras serve the bench's other scenarios: the tool ``stream`` (progress events stamped with
+their send time, then a result of any size) and, on a legacy session, a GET stream that stays
+open until the session ends, so that held streams can be counted in the gateway's memory.
+
     python bench/stub_upstream.py --port 9100 [--sse]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import functools
 import json
 import secrets
+import time
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 MODERN = "2026-07-28"
@@ -29,10 +38,26 @@ ECHO_TOOL = {
     "description": "Answers ok.",
     "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
 }
+STREAM_TOOL = {
+    "name": "stream",
+    "description": "Sends `events` progress notifications stamped with their send time, then `bytes` of text.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {"events": {"type": "integer", "minimum": 0}, "bytes": {"type": "integer", "minimum": 0}},
+    },
+}
+TOOLS = [ECHO_TOOL, STREAM_TOOL]  # echo first: what lists it first before still does
 CALL_RESULT = {"content": [{"type": "text", "text": "ok"}], "isError": False}
+# Bounds on what one `stream` call may ask for: the stub must not be talked into exhausting memory.
+MAX_STREAM_EVENTS = 100_000
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+# A held GET stream says something this often, so that a client that went away is noticed.
+KEEPALIVE_SECONDS = 15.0
 
 SSE_FLAG: web.AppKey[bool] = web.AppKey("sse", bool)
 SESSIONS: web.AppKey[set[str]] = web.AppKey("sessions", set)
+# Per session with GET streams open: set when the session ends (DELETE) or the stub stops.
+STREAMS_ENDED: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("streams_ended", dict)
 
 
 def _dump(value: Any) -> bytes:
@@ -43,8 +68,8 @@ def _dump(value: Any) -> bytes:
 _RESULTS: dict[tuple[str, bool], bytes] = {
     ("tools/call", False): _dump(CALL_RESULT),
     ("tools/call", True): _dump({**CALL_RESULT, "resultType": "complete"}),
-    ("tools/list", False): _dump({"tools": [ECHO_TOOL]}),
-    ("tools/list", True): _dump({"tools": [ECHO_TOOL], "ttlMs": 0, "cacheScope": "public", "resultType": "complete"}),
+    ("tools/list", False): _dump({"tools": TOOLS}),
+    ("tools/list", True): _dump({"tools": TOOLS, "ttlMs": 60_000, "cacheScope": "public", "resultType": "complete"}),
     ("ping", False): b"{}",
     ("server/discover", True): _dump(
         {
@@ -75,6 +100,43 @@ async def _sse(request: web.Request, payload: bytes) -> web.StreamResponse:
     resp.content_type = "text/event-stream"
     await resp.prepare(request)
     await resp.write(b"event: message\r\ndata: " + payload + b"\r\n\r\n")
+    await resp.write_eof()
+    return resp
+
+
+def _event(payload: bytes) -> bytes:
+    return b"event: message\r\ndata: " + payload + b"\r\n\r\n"
+
+
+@functools.lru_cache(maxsize=8)
+def _text_result(size: int, modern: bool) -> bytes:
+    # A megabyte serialized once, not once per call: the throughput run should measure the transfer.
+    result: dict[str, Any] = {"content": [{"type": "text", "text": "x" * size}], "isError": False}
+    return _dump({**result, "resultType": "complete"} if modern else result)
+
+
+async def _stream_tool(request: web.Request, msg_id: Any, params: dict[str, Any], modern: bool) -> web.StreamResponse:
+    """Each progress event is written on its own, stamped just before it leaves, so that the
+    client can tell how long the way to it took (the bench runs on one machine, one clock)."""
+    arguments = params.get("arguments") or {}
+    events, size = arguments.get("events", 0), arguments.get("bytes", 0)
+    if not (isinstance(events, int) and 0 <= events <= MAX_STREAM_EVENTS):
+        return _error(200, msg_id, -32602, f"events must be an integer from 0 to {MAX_STREAM_EVENTS}")
+    if not (isinstance(size, int) and 0 <= size <= MAX_STREAM_BYTES):
+        return _error(200, msg_id, -32602, f"bytes must be an integer from 0 to {MAX_STREAM_BYTES}")
+    token = (params.get("_meta") or {}).get("progressToken")
+    resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp.content_type = "text/event-stream"
+    await resp.prepare(request)
+    if token is not None:  # progress only for a request that asked for it, as the spec says
+        for i in range(1, events + 1):
+            note = {
+                "jsonrpc": "2.0",
+                "method": "notifications/progress",
+                "params": {"progressToken": token, "progress": i, "total": events, "message": str(time.time_ns())},
+            }
+            await resp.write(_event(_dump(note)))
+    await resp.write(_event(_envelope(msg_id, result=_text_result(size, modern))))
     await resp.write_eof()
     return resp
 
@@ -136,6 +198,8 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         if session_id not in request.app[SESSIONS]:
             return _error(404, msg_id, -32001, "unknown session")
 
+    if method == "tools/call" and params.get("name") == "stream":
+        return await _stream_tool(request, msg_id, params, modern)
     result = _RESULTS.get((method, modern))
     if result is None:
         return _error(404 if modern else 200, msg_id, -32601, f"method not found: {method}")
@@ -150,11 +214,41 @@ async def handle_delete(request: web.Request) -> web.Response:
     if session_id not in request.app[SESSIONS]:
         return web.Response(status=404)
     request.app[SESSIONS].discard(session_id)
+    ended = request.app[STREAMS_ENDED].pop(session_id, None)
+    if ended is not None:
+        ended.set()
     return web.Response(status=200)
 
 
-async def handle_get(request: web.Request) -> web.Response:
-    return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    """A legacy session's server-to-client stream: it never says anything, but it is held open,
+    like a real server's, until the session ends or the client goes away."""
+    session_id = request.headers.get("Mcp-Session-Id", "")
+    modern = request.headers.get("MCP-Protocol-Version") == MODERN
+    if modern or session_id not in request.app[SESSIONS]:
+        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+    ended = request.app[STREAMS_ENDED].setdefault(session_id, asyncio.Event())
+    resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp.content_type = "text/event-stream"
+    await resp.prepare(request)
+    while not ended.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(KEEPALIVE_SECONDS):
+                await ended.wait()
+            break
+        try:
+            await resp.write(b": keep-alive\r\n\r\n")
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            return resp  # the client went away
+    with contextlib.suppress(ConnectionResetError, aiohttp.ClientConnectionResetError):
+        await resp.write_eof()
+    return resp
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Held streams would otherwise keep a stopping stub waiting for them.
+    for ended in app[STREAMS_ENDED].values():
+        ended.set()
 
 
 def make_app(*, sse: bool = False) -> web.Application:
@@ -162,6 +256,8 @@ def make_app(*, sse: bool = False) -> web.Application:
     app = web.Application()
     app[SSE_FLAG] = sse
     app[SESSIONS] = set()
+    app[STREAMS_ENDED] = {}
+    app.on_shutdown.append(_end_streams)
     app.router.add_post("/mcp", handle_post)
     app.router.add_get("/mcp", handle_get)
     app.router.add_delete("/mcp", handle_delete)
