@@ -83,6 +83,8 @@ class Gateway:
     # Upstream lists for the unified endpoint: (upstream, list method, scope) -> (expiry, answer).
     # The scope is "public", or the era and identity a private (or legacy) answer was given to.
     list_cache: dict[tuple[str, str, str], tuple[float, float, Listed]] = field(default_factory=dict)
+    # The unified endpoint's merged lists, serialized, with what they were made from (``list_answer``).
+    merged_lists: dict[tuple[str, bool], tuple[tuple[object, ...], bytes]] = field(default_factory=dict)
     _refreshing: dict[object, asyncio.Task[Any]] = field(default_factory=dict)
     # Exposed tool names already logged as ones clients reject: each is said once (bounded).
     warned_names: set[str] = field(default_factory=set)
@@ -230,6 +232,7 @@ class Gateway:
             self._chore(self._end_sessions_of(removed, old.upstreams))
         for key in [key for key in self.list_cache if key[0] in gone]:
             del self.list_cache[key]
+        self.merged_lists.clear()  # made by the old router: let nothing of the old plan stay alive
         self._rebuild_catalogue()
         if self.recorder is not None and self.recorder.metrics is not None:
             self.recorder.metrics.servers = frozenset(self.upstreams)

@@ -101,6 +101,10 @@ def classify(obj: object) -> Message:
     return Message(obj, "response", None, raw_id if is_valid_id(raw_id) else None)
 
 
+_NOT_PLAIN_UTF8: Final = frozenset({b"\x00", b"\xef", b"\xfe", b"\xff"})
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def loads(data: bytes | str) -> Any:
     """``json.loads`` whose every failure is a ``ValueError``.
 
@@ -110,6 +114,10 @@ def loads(data: bytes | str) -> Any:
     input it is.
     """
     try:
+        if isinstance(data, bytes) and data[:1] not in _NOT_PLAIN_UTF8 and data[1:2] != b"\x00":
+            # Plain UTF-8 (no BOM, no UTF-16/32 zero bytes), as json.loads would detect it, minus
+            # the detecting: the same text, decoded a third faster for a small body.
+            data = data.decode("utf-8", "surrogatepass")
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
@@ -157,8 +165,10 @@ def dumps(obj: Any) -> bytes:
     output valid JSON that says exactly what the client sent. Nesting too deep to encode is a
     ``ValueError``, like in :func:`loads`.
     """
+    if type(obj) is int:  # a request id, most often
+        return str(obj).encode()
     try:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return _ENCODER.encode(obj).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, separators=(",", ":")).encode("ascii")
     except RecursionError:

@@ -245,6 +245,8 @@ class Router:
             for rule, globs in zip(self._rules, self._globs, strict=True)
             if len(globs) <= 1
         )
+        # What each kind's list fans out to: asked by every list on /mcp, fixed for this router.
+        self._list_targets = {kind: self._fan_out(kind) for kind in CALL_OF_KIND}
 
     def route(self, method: str, item: tuple[Kind, str] | None, catalogue: Catalogue) -> Route | None:
         """Where a request goes, first match wins; None when nothing routes it (the caller answers an error).
@@ -307,6 +309,10 @@ class Router:
         return name if prefix is None else prefix + name
 
     def list_targets(self, kind: Kind) -> tuple[str, ...]:
+        """The upstreams (file order) a list of ``kind`` fans out to (see ``_fan_out``)."""
+        return self._list_targets[kind]
+
+    def _fan_out(self, kind: Kind) -> tuple[str, ...]:
         """The upstreams (file order) a list of ``kind`` fans out to: every one a call of that kind could reach.
 
         Explicit rules whose method matches the kind's call and whose item globs (if any) are of that kind add their

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -137,10 +138,12 @@ async def forward(ctx: RequestContext) -> None:
     elif message.method == "subscriptions/listen":
         with ctx.gateway.counted_stream("/mcp"):
             await listen(ctx, message)
+    elif message.method is not None and message.method in LIST_KEYS and message.params.get("cursor") is None:
+        result = await list_answer(ctx, message.method)
+        ctx.response = rpc_response(ctx, message.id, result)
     else:
         assert message.method is not None
-        result = await answer(ctx, message.method, message)
-        ctx.response = rpc_response(ctx, message.id, result)
+        ctx.response = rpc_response(ctx, message.id, jsonrpc.dumps(await answer(ctx, message.method, message)))
 
 
 async def forward_call(ctx: RequestContext, message: Message) -> None:
@@ -301,12 +304,30 @@ async def answer(ctx: RequestContext, method: str, message: Message) -> dict[str
         return {}
     if message.params.get("cursor") is not None:
         raise GatewayError("invalid_params", "Invalid cursor: the unified endpoint answers lists in one page")
+    result: dict[str, Any] = jsonrpc.loads(await list_answer(ctx, method))  # in a batch: rare
+    return result
+
+
+async def list_answer(ctx: RequestContext, method: str) -> bytes:
+    """The merged list, serialized. The same upstream answers, merged by the same router and
+    catalogue for every caller (no policy filters them), make the same bytes: those are kept, so
+    that a list served from the cache costs no merge and no encoding."""
+    gateway = ctx.gateway
     answers = await outbound.list_everywhere(ctx, method)
     permits = guard.item_filter(ctx)
+    modern = ctx.era == "modern"
+    made_from = (gateway.router, gateway.catalogue, *answers)
+    if permits is None:
+        kept = gateway.merged_lists.get((method, modern))
+        if kept is not None and len(kept[0]) == len(made_from) and all(map(operator.is_, kept[0], made_from)):
+            return kept[1]
     items = federation.merge_list(method, answers, gateway.router, gateway.catalogue, permits)
     if method == "tools/list":
         warn_about_unsafe_names(ctx, items)
-    return federation.list_result(method, items, answers, modern=ctx.era == "modern", private=permits is not None)
+    body = jsonrpc.dumps(federation.list_result(method, items, answers, modern=modern, private=permits is not None))
+    if permits is None:
+        gateway.merged_lists[(method, modern)] = (made_from, body)
+    return body
 
 
 def warn_about_unsafe_names(ctx: RequestContext, tools: list[dict[str, Any]]) -> None:
@@ -323,8 +344,9 @@ def capabilities(ctx: RequestContext) -> dict[str, Any]:
     return federation.union_capabilities(u.state.capabilities for u in ctx.gateway.upstreams.values())
 
 
-def rpc_response(ctx: RequestContext, request_id: jsonrpc.RequestId | None, result: dict[str, Any]) -> web.Response:
-    body = jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+def rpc_response(ctx: RequestContext, request_id: jsonrpc.RequestId | None, result: bytes) -> web.Response:
+    """An answer around an already serialized result."""
+    body = b'{"jsonrpc":"2.0","id":' + jsonrpc.dumps(request_id) + b',"result":' + result + b"}"
     return web.Response(body=body, content_type="application/json", headers=_session_header(ctx))
 
 
