@@ -110,7 +110,9 @@ def _auth(config: Config, previous: Plan | None) -> tuple[Authenticator | None, 
         return None, False
     if previous is not None and previous.auth is not None and _same_auth(config, previous.config):
         return previous.auth, False  # keeps its key set and verified-token cache
-    return Authenticator(config.auth, config.server.public_url, [u.name for u in config.upstreams]), True
+    upstreams = [u.name for u in config.upstreams]
+    last = previous.auth if previous is not None else None
+    return Authenticator(config.auth, config.server.public_url, upstreams, previous=last), True
 
 
 def _same_auth(new: Config, old: Config) -> bool:

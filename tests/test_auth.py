@@ -1884,3 +1884,29 @@ async def test_authenticator_refuses_a_jwt_shaped_credential_with_undecodable_by
         await auth.authenticate(headers(("Authorization", "Bearer \udcff.\udcff.\udcff")), "/mcp")
     assert reason_of(caught) == "invalid_token"
     assert caught.value.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+async def test_a_successor_with_the_same_identity_provider_shares_its_keys() -> None:
+    """A key added through the admin API makes a new authenticator: the signing keys stay fetched."""
+    first = OfflineAuthenticator(auth_config(WITH_JWT), "https://gw.example.com", ["github"])
+    first.idp = FakeIdp()
+    await first.start()
+    token = make_token(claims_now(aud=GW + "/mcp", sub="agent", scope="mcp:tools"))
+    assert (await first.authenticate(headers(("Authorization", f"Bearer {token}")), "/mcp")).client_id == "agent"
+    more_keys = WITH_JWT.replace(
+        "      key: a.b.c\n", "      key: a.b.c\n    - id: added\n      key: added-key-0123456789\n"
+    )
+    second = OfflineAuthenticator(auth_config(more_keys), "https://gw.example.com", ["github"], previous=first)
+    await second.start()
+    assert (await second.authenticate(headers(("X-API-Key", "added-key-0123456789")), "/mcp")).client_id == "added"
+    await first.close()  # the old plan's, retired: the keys outlive it while the successor uses them
+    assert (await second.authenticate(headers(("Authorization", f"Bearer {token}")), "/mcp")).client_id == "agent"
+    assert first.idp.calls == [JWKS_URI]  # fetched once, for both
+    # Another identity provider's settings: keys of its own.
+    other = WITH_JWT.replace("jwks_uri: https://idp.example.com/jwks", "jwks_uri: https://idp.example.com/other")
+    third = OfflineAuthenticator(auth_config(other), "https://gw.example.com", ["github"], previous=second)
+    assert third.jwt is not None and second.jwt is not None and third.jwt.keys is not second.jwt.keys
+    await third.close()
+    assert first._http is not None and not first._http.closed  # second still uses it
+    await second.close()
+    assert first._http.closed  # the last user gone: the key cache's session is closed

@@ -20,7 +20,7 @@ from mcpgate.auth.identity import ANONYMOUS, Identity
 from mcpgate.auth.jwks import MAX_DOCUMENT, FetchError, JwksCache
 from mcpgate.auth.jwt import JwtVerifier
 from mcpgate.auth.oauth import ProtectedResource, api_key_challenge
-from mcpgate.config.model import AuthConfig
+from mcpgate.config.model import AuthConfig, JwtConfig
 from mcpgate.errors import GatewayError
 
 log = logging.getLogger("mcpgate.auth")
@@ -35,28 +35,48 @@ CHALLENGED: Final = {
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, public_url: str | None, upstreams: Iterable[str]) -> None:
+    def __init__(
+        self,
+        config: AuthConfig,
+        public_url: str | None,
+        upstreams: Iterable[str],
+        previous: Authenticator | None = None,
+    ) -> None:
+        """``previous``: the authenticator this one replaces (a reload, a key added through the admin
+        API). When the identity provider's settings are the same, the signing keys it fetched are
+        shared, not fetched again by every instance on every change."""
         self.config = config
         self.api_keys = ApiKeys(config.api_keys)
         self.resource: ProtectedResource | None = None
         self.jwt: JwtVerifier | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._owner: Authenticator = self  # whose key cache (and HTTP session) this one uses
+        self._users = 1  # authenticators using this one's key cache, itself included
         if config.jwt is not None:
             assert public_url is not None, "validation requires server.public_url with auth.jwt"
             self.resource = ProtectedResource.build(public_url, config.jwt, upstreams)
-            keys = JwksCache(config.jwt, self._fetch)
+            if previous is not None and previous.jwt is not None and _same_keys(previous.jwt.config, config.jwt):
+                self._owner = previous._owner
+                self._owner._users += 1
+                keys = previous.jwt.keys
+            else:
+                keys = JwksCache(config.jwt, self._fetch)
             self.jwt = JwtVerifier(config.jwt, (*config.jwt.audience, *self.resource.audiences()), keys)
 
     async def start(self) -> None:
-        if self.jwt is not None:
+        if self.jwt is not None and self._owner is self and self._http is None:
             self._http = aiohttp.ClientSession(timeout=FETCH_TIMEOUT, raise_for_status=False)
             self.jwt.keys.warm()
 
     async def close(self) -> None:
-        if self.jwt is not None:
-            await self.jwt.keys.close()
-        if self._http is not None:
-            await self._http.close()
+        owner = self._owner
+        owner._users -= 1
+        if owner._users > 0:
+            return  # a successor still uses the key cache
+        if owner.jwt is not None:
+            await owner.jwt.keys.close()
+        if owner._http is not None:
+            await owner._http.close()
 
     def status(self) -> dict[str, Any]:
         """For /readyz: what an operator needs to see when tokens start failing."""
@@ -105,6 +125,12 @@ class Authenticator:
         if len(body) > MAX_DOCUMENT:
             raise FetchError(f"{url} sent more than {MAX_DOCUMENT} bytes")
         return body
+
+
+def _same_keys(old: JwtConfig, new: JwtConfig) -> bool:
+    """Whether a key cache made for ``old`` serves ``new`` (role mappings, audiences may differ)."""
+    fields = ("issuer", "jwks_uri", "discovery", "algorithms", "jwks_cache_ttl", "jwks_refetch_interval")
+    return all(getattr(old, name) == getattr(new, name) for name in fields)
 
 
 __all__ = ["ANONYMOUS", "Authenticator", "Identity"]
