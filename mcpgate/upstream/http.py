@@ -209,11 +209,12 @@ class HttpUpstream:
     ) -> UpstreamResponse:
         """Send one request; network failures become gateway errors (502/504) here, once.
 
-        POSTs go through the lean pool; GET streams, which may idle for hours and are few, and
-        everything when ``MCPGATE_UPSTREAM_CLIENT=aiohttp``, through aiohttp's client.
+        Both go through the lean pool (a GET stream on a connection of its own, lighter to hold
+        open by the thousand than aiohttp's client); everything goes through aiohttp's client when
+        ``MCPGATE_UPSTREAM_CLIENT=aiohttp``, and what the pool does not speak.
         """
-        if self._pool is not None and not stream:
-            return await self._send_pooled(self._pool, method, headers, body)
+        if self._pool is not None:
+            return await self._send_pooled(self._pool, method, headers, body, stream=stream)
         data: bytes | io.BytesIO | None = body
         if body is not None and len(body) > LARGE_BODY:
             data = io.BytesIO(body)  # aiohttp sends large bytes in one write, and warns about it
@@ -235,9 +236,11 @@ class HttpUpstream:
             raise self.error("upstream_bad_response", f"sent an invalid response: {type(exc).__name__}") from None
 
     async def _send_pooled(
-        self, pool: ConnectionPool, method: str, headers: CIMultiDict[str], body: bytes | None
+        self, pool: ConnectionPool, method: str, headers: CIMultiDict[str], body: bytes | None, *, stream: bool = False
     ) -> UpstreamResponse:
         try:
+            if stream:
+                return await pool.stream(method, self.target, headers, body)
             return await pool.request(method, self.target, headers, body)
         except TimeoutError:
             raise self.error("upstream_timeout", f"did not answer within {self.config.timeout:g}s") from None

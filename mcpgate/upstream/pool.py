@@ -53,6 +53,12 @@ class InvalidAnswer(PoolError):
 class _Connection(asyncio.Protocol):
     """One upstream connection; parses one answer at a time into the current ``PooledResponse``."""
 
+    # Slots: a GET stream holds one of these (and its response) for as long as its client listens.
+    __slots__ = (
+        "closed", "head", "head_bytes", "loop", "parked_at", "parser", "pool", "raw_headers", "received", "response",
+        "transport", "writable",
+    )  # fmt: skip
+
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         self.loop = pool.loop
@@ -169,6 +175,12 @@ class _Connection(asyncio.Protocol):
 class PooledResponse:
     """An upstream answer, read as it arrives; what ``proxy`` needs of an ``aiohttp.ClientResponse``."""
 
+    __slots__ = (
+        "_buffer", "_buffered", "_connection", "_error", "_inflate", "_paused", "_released", "_waiter", "complete",
+        "content_length", "content_type", "headers", "keep_alive", "read_timeout", "reason", "slotted", "status",
+        "until_close",
+    )  # fmt: skip
+
     def __init__(self, connection: _Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
         self._connection: _Connection | None = connection
         self.status = status
@@ -181,7 +193,8 @@ class PooledResponse:
         self.content_length = int(length) if length is not None and length.isdigit() and not chunked else None
         # No length and not chunked: the body runs until the server closes (HTTP/1.1 allows it).
         self.until_close = self.content_length is None and not chunked and status not in (204, 304)
-        self.read_timeout = connection.pool.read_timeout
+        self.read_timeout: float | None = connection.pool.read_timeout
+        self.slotted = True  # holds one of the pool's slots until released (a stream does not)
         self.complete = False
         self.keep_alive = False
         self._buffer: collections.deque[bytes] = collections.deque()
@@ -250,7 +263,7 @@ class PooledResponse:
             async with asyncio.timeout(self.read_timeout):
                 await self._waiter
         except TimeoutError:
-            raise aiohttp.ServerTimeoutError(f"no data within {self.read_timeout:g}s") from None
+            raise aiohttp.ServerTimeoutError(f"no data within {self.read_timeout or 0:g}s") from None
         finally:
             self._waiter = None
         self._check()
@@ -304,7 +317,8 @@ class PooledResponse:
             pool.park(connection)
         else:
             connection.close()
-        pool.give_back_slot()
+        if self.slotted:
+            pool.give_back_slot()
 
     def close(self) -> None:
         if self._connection is not None:
@@ -359,6 +373,20 @@ class ConnectionPool:
         except BaseException:
             self.give_back_slot()
             raise
+
+    async def stream(
+        self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None = None
+    ) -> PooledResponse:
+        """Open a long-lived stream (a GET's SSE, a ``subscriptions/listen``): its head within
+        ``read_timeout``, then a body that may idle for hours. Streams take no slot (they are as
+        many as the clients holding them, and must not crowd out calls) and a connection of their
+        own, closed when they end."""
+        connection = await self._connect()
+        response = await self._exchange(connection, self.encode(method, target, headers, body))
+        response.read_timeout = None
+        response.slotted = False
+        response.keep_alive = False
+        return response
 
     async def _wait_for_slot(self) -> None:
         waiter = self.loop.create_future()
