@@ -10,8 +10,10 @@ reuse only of a connection whose answer was complete and whose server allows it.
 connection that turns out stale (the server closed it meanwhile) is retried once, on a new
 connection, and only when nothing at all came back on it.
 
-aiohttp's client stays for everything else (GET streams, heartbeats, probes, JWKS): see
-``HttpUpstream.send``. The answer object quacks like the part of ``aiohttp.ClientResponse``
+Long-lived streams (a GET's SSE, ``subscriptions/listen``) come here too, through ``stream``: a
+connection of their own, no slot, no read timeout once the head is in; held by the thousand,
+they cost a fraction of what aiohttp's client objects did. aiohttp's client stays for everything
+else (heartbeats, probes, JWKS): see ``HttpUpstream.send``. The answer object quacks like the part of ``aiohttp.ClientResponse``
 the relay reads, and its body errors are aiohttp's, so every fault means the same either way.
 """
 
