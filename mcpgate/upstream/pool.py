@@ -13,8 +13,9 @@ connection, and only when nothing at all came back on it.
 Long-lived streams (a GET's SSE, ``subscriptions/listen``) come here too, through ``stream``: a
 connection of their own, no slot, no read timeout once the head is in; held by the thousand,
 they cost a fraction of what aiohttp's client objects did. aiohttp's client stays for everything
-else (heartbeats, probes, JWKS): see ``HttpUpstream.send``. The answer object quacks like the part of ``aiohttp.ClientResponse``
-the relay reads, and its body errors are aiohttp's, so every fault means the same either way.
+else (heartbeats, probes, JWKS): see ``HttpUpstream.send``. The answer object quacks like the
+part of ``aiohttp.ClientResponse`` the relay reads, and its body errors are aiohttp's, so every
+fault means the same either way.
 """
 
 from __future__ import annotations
