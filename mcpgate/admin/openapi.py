@@ -147,6 +147,35 @@ _EFFECTIVE_SHOWN: Final = {
 }
 
 
+def _list_schemas(
+    stem: str, what: str, rule: str, settings: dict[str, Any], update_note: str
+) -> dict[str, dict[str, Any]]:
+    """The three shapes of one ordered list (policy, rate limits): the PUT body, the GET answer,
+    and the answer to a change. ``settings``: what besides its rules the store may set."""
+    rules = {"type": "array", "items": _ref(rule)}
+    return {
+        f"{stem}Update": _object(
+            f"The store's {what}. {update_note}", {"rules": rules, **settings}, ["rules"], additionalProperties=False
+        ),
+        f"{stem}State": _object(
+            f"The store's {what}, the file's section, and the section in force.",
+            {
+                "rules": rules,
+                "revision": {"type": "integer", "minimum": 0, "description": "0 when nothing is stored."},
+                "file": _SECTION_SHOWN,
+                "effective": _EFFECTIVE_SHOWN,
+                **settings,
+            },
+            ["rules", "revision", "file", "effective"],
+        ),
+        f"{stem}Changed": _object(
+            f"The stored {what}.",
+            {"revision": _STORED["revision"], "rules": rules, **settings, **_APPLIED},
+            ["revision"],
+        ),
+    }
+
+
 def _api_schemas(name_pattern: str) -> dict[str, Any]:
     return {
         "Problem": _object(
@@ -232,67 +261,21 @@ def _api_schemas(name_pattern: str) -> dict[str, Any]:
             {"id": {"type": "string"}, "revision": _STORED["revision"], "spec": _ref("RoleMapping"), **_APPLIED},
             ["id", "revision", "spec"],
         ),
-        "PolicyUpdate": _object(
-            "The store's policy rules, evaluated after the file's. Without a policy section in the file this "
-            "is the whole policy section (default: deny); with one, default and shadow are the file's (409).",
-            {
-                "rules": {"type": "array", "items": _ref("PolicyRule")},
-                "default": _ref("policy/properties/default"),
-                "shadow": _ref("policy/properties/shadow"),
-            },
-            ["rules"],
-            additionalProperties=False,
+        **_list_schemas(
+            "Policy",
+            "policy rules",
+            "PolicyRule",
+            {"default": _ref("policy/properties/default"), "shadow": _ref("policy/properties/shadow")},
+            "Evaluated after the file's rules. Without a policy section in the file this is the whole "
+            "policy section (default: deny); with one, default and shadow are the file's (409).",
         ),
-        "PolicyState": _object(
-            "The store's policy rules, the file's, and the policy in force.",
-            {
-                "rules": {"type": "array", "items": _ref("PolicyRule")},
-                "revision": {"type": "integer", "minimum": 0, "description": "0 when nothing is stored."},
-                "file": _SECTION_SHOWN,
-                "effective": _EFFECTIVE_SHOWN,
-                "default": _ref("policy/properties/default"),
-                "shadow": _ref("policy/properties/shadow"),
-            },
-            ["rules", "revision", "file", "effective"],
-        ),
-        "PolicyChanged": _object(
-            "The stored policy rules.",
-            {
-                "revision": _STORED["revision"],
-                "rules": {"type": "array", "items": _ref("PolicyRule")},
-                "default": _ref("policy/properties/default"),
-                "shadow": _ref("policy/properties/shadow"),
-                **_APPLIED,
-            },
-            ["revision"],
-        ),
-        "RateLimitsUpdate": _object(
-            "The store's rate-limit rules, matched after the file's. Without a rate_limit section in the "
-            "file this is the whole section; with one, default is the file's (409).",
-            {"rules": {"type": "array", "items": _ref("RateLimitRule")}, "default": _ref("bucket")},
-            ["rules"],
-            additionalProperties=False,
-        ),
-        "RateLimitsState": _object(
-            "The store's rate-limit rules, the file's, and the rate limits in force.",
-            {
-                "rules": {"type": "array", "items": _ref("RateLimitRule")},
-                "revision": {"type": "integer", "minimum": 0, "description": "0 when nothing is stored."},
-                "file": _SECTION_SHOWN,
-                "effective": _EFFECTIVE_SHOWN,
-                "default": _ref("bucket"),
-            },
-            ["rules", "revision", "file", "effective"],
-        ),
-        "RateLimitsChanged": _object(
-            "The stored rate-limit rules.",
-            {
-                "revision": _STORED["revision"],
-                "rules": {"type": "array", "items": _ref("RateLimitRule")},
-                "default": _ref("bucket"),
-                **_APPLIED,
-            },
-            ["revision"],
+        **_list_schemas(
+            "RateLimits",
+            "rate-limit rules",
+            "RateLimitRule",
+            {"default": _ref("bucket")},
+            "Matched after the file's rules. Without a rate_limit section in the file this is the whole "
+            "section; with one, default is the file's (409).",
         ),
         "AuditEntry": _object(
             "One change made through this API.",
