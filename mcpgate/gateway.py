@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 
 from mcpgate import __version__, plan
+from mcpgate.analytics import Analytics, SinkError, make_sink
 from mcpgate.auth import Authenticator
 from mcpgate.config.model import Config
 from mcpgate.errors import GatewayError
@@ -55,6 +56,19 @@ LIST_CHANGED: Final[dict[str, tuple[ListedKind, ...]]] = {
     "notifications/prompts/list_changed": ("prompt",),
     "notifications/resources/list_changed": ("resource", "template"),
 }
+
+
+def _analytics(config: Config, recorder: Recorder) -> Analytics:
+    """The analytics writer, counting its outcomes in a metric when metrics are on."""
+    assert config.analytics is not None
+    counts = None
+    if recorder.metrics is not None:
+        counts = recorder.metrics.collector.counter(
+            "mcpgate_analytics_events",
+            "Audit events for analytics: written, dropped (the queue was full) or failed (not written)",
+            ["outcome"],
+        )
+    return Analytics(config.analytics, make_sink(config.analytics, config.store), counts=counts)
 
 
 class StartupError(Exception):
@@ -154,6 +168,8 @@ class Gateway:
         gateway.recorder = Recorder(config.observability, [u.name for u in config.upstreams])
         if gateway.recorder.metrics is not None:
             gateway.recorder.metrics.watch(gateway.live_metrics)
+        if config.analytics is not None:
+            gateway.recorder.analytics = _analytics(config, gateway.recorder)
         return gateway
 
     def live_metrics(self) -> dict[str, list[tuple[tuple[str, ...], float]]]:
@@ -182,6 +198,11 @@ class Gateway:
             self.shared_metrics = Shared(self.recorder.metrics, shared_dir, slot)
             self.recorder.metrics.collector.peers = self.shared_metrics.peers
             self.shared_metrics.start()
+        if self.recorder is not None and self.recorder.analytics is not None:
+            try:
+                await self.recorder.analytics.start()
+            except SinkError as exc:
+                raise StartupError(str(exc)) from None
         if self.auth is not None:
             await self.auth.start()
         if self.limiter is not None:
@@ -293,6 +314,8 @@ class Gateway:
                 await self.shared_metrics.close()  # the last numbers, for the workers still running
             if self.recorder.audit is not None:
                 self.recorder.audit.close()
+            if self.recorder.analytics is not None:
+                await self.recorder.analytics.close()  # after the last drain: its events are written too
         if self.tracing is not None:
             self.tracing.close()
 

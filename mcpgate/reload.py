@@ -48,7 +48,7 @@ PROCESS_SETTINGS: Final = ("host", "port", "workers", "header_timeout", "keepali
 def restart_only(old: Config, new: Config) -> list[str]:
     """Settings a reload cannot change in a running process, by their section's name."""
     changed = [f"server.{name}" for name in PROCESS_SETTINGS if getattr(old.server, name) != getattr(new.server, name)]
-    for section in ("observability", "store", "admin"):
+    for section in ("observability", "store", "admin", "analytics"):
         if getattr(old, section) != getattr(new, section):
             changed.append(section)
     return changed
@@ -58,7 +58,14 @@ def in_force(old: Config, new: Config) -> Config:
     """``new`` with the process's own settings as they run, so that the plan never claims a value
     (a port, an observability switch) that only a restart would apply."""
     server = dataclasses.replace(new.server, **{name: getattr(old.server, name) for name in PROCESS_SETTINGS})
-    return dataclasses.replace(new, server=server, observability=old.observability, store=old.store, admin=old.admin)
+    return dataclasses.replace(
+        new,
+        server=server,
+        observability=old.observability,
+        store=old.store,
+        admin=old.admin,
+        analytics=old.analytics,
+    )
 
 
 async def reload(gateway: Gateway, load: Loader) -> bool:

@@ -106,7 +106,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         runtime = request.app[RUNTIME]
         gateway = runtime.gateway
         auth = gateway.auth if gateway is not None else None
-        if request.path != f"{PREFIX}/openapi.json":  # the description alone is public
+        # The API's description and the dashboard's files are public: they hold no data.
+        if request.path.startswith(PREFIX + "/") and request.path != f"{PREFIX}/openapi.json":
             request[ACTOR] = await request.app[ACCESS].actor(request.headers, auth)
         return await handler(request)
     except Denied as exc:
@@ -501,6 +502,12 @@ def build_admin_app(runtime: Runtime, config: AdminConfig) -> web.Application:
         ("GET", "/audit", audit),
         ("GET", "/openapi.json", openapi),
     ]
+    from mcpgate.admin import insight
+
+    routes += insight.ROUTES
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)
+    from mcpgate.admin import dashboard
+
+    dashboard.add_routes(app)
     return app

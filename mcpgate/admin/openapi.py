@@ -15,6 +15,7 @@ import functools
 from typing import Any, Final
 
 import mcpgate
+from mcpgate.admin import openapi_insight
 from mcpgate.admin.api import MAX_BODY, PREFIX
 from mcpgate.config import load_schema
 from mcpgate.store.objects import KINDS, REDACTED
@@ -692,7 +693,8 @@ def _components(name_pattern: str) -> dict[str, Any]:
 def _document() -> dict[str, Any]:
     name_pattern = load_schema()["properties"]["upstreams"]["propertyNames"]["pattern"]
     api = _api_schemas(name_pattern)
-    paths = _paths()
+    paths = _paths() | openapi_insight.paths(_operation, _answer, _problem_response)
+    api |= openapi_insight.SCHEMAS
     config = _config_schemas()
     # Only the configuration's fragments the API refers to, with all they refer to in turn.
     needed: set[str] = set()
@@ -703,6 +705,7 @@ def _document() -> dict[str, Any]:
             needed.add(name)
             todo |= _refs(config[name])
     components = _components(name_pattern)
+    components["parameters"] |= openapi_insight.PARAMETERS
     components["schemas"] = {**api, **{name: schema for name, schema in config.items() if name in needed}}
     return {
         "openapi": "3.1.0",
@@ -718,6 +721,8 @@ def _document() -> dict[str, Any]:
             {"name": "Rate limits", "description": "Token buckets."},
             {"name": "Configuration", "description": "The whole, as in force."},
             {"name": "Audit", "description": "Who changed what through this API."},
+            {"name": "Status", "description": "The gateway as it runs."},
+            {"name": "Analytics", "description": "Who used which tool, how often, how fast (analytics section)."},
             {"name": "Meta", "description": "This description."},
         ],
         "paths": paths,

@@ -15,6 +15,7 @@ from typing import Any
 from mcpgate.config.model import (
     AdminConfig,
     AdminKey,
+    AnalyticsConfig,
     ApiKey,
     AuditConfig,
     AuthConfig,
@@ -43,8 +44,8 @@ from mcpgate.config.model import (
 )
 
 Converters = Mapping[str, Callable[[Any], Any]]
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _fields(spec: Mapping[str, Any], convert: Converters, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -168,6 +169,7 @@ _SECTIONS: Converters = {
     "observability": lambda spec: ObservabilityConfig(**_fields(spec, _OBSERVABILITY)),
     "store": lambda spec: StoreConfig(**_fields(spec, {"poll_interval": _seconds})),
     "admin": lambda spec: AdminConfig(**_fields(spec, _ADMIN)),
+    "analytics": lambda spec: AnalyticsConfig(**_fields(spec, {"retention": _seconds, "flush_interval": _seconds})),
 }
 
 

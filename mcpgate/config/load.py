@@ -446,6 +446,8 @@ def summarize(config: Config) -> str:
     if config.admin is not None:
         host = f"[{config.admin.host}]" if ":" in config.admin.host else config.admin.host
         parts.append(f"admin API on {host}:{config.admin.port}")
+    if config.analytics is not None:
+        parts.append(f"analytics: {config.analytics.backend}")
     return f"{config.source}: valid — {', '.join(parts)}"
 
 

@@ -223,6 +223,7 @@ def cross_references(data: dict[str, Any], reveal: Reveal) -> Iterator[Finding]:
     yield from _auth(data)
     yield from _metrics_path(data)
     yield from _store(data)
+    yield from _analytics(data)
 
 
 def _unknown_upstreams(data: dict[str, Any], names: list[str], reveal: Reveal) -> Iterator[Finding]:
@@ -365,6 +366,39 @@ def _store(data: dict[str, Any]) -> Iterator[Finding]:
     for i, key_id in enumerate(ids):
         if isinstance(key_id, str) and key_id in ids[:i]:
             yield Finding(("admin", "api_keys", i, "id"), f"duplicate id {key_id!r}")
+
+
+def _analytics(data: dict[str, Any]) -> Iterator[Finding]:
+    """Where the events go must exist, be installed, and be writable by every process that records."""
+    if not isinstance(data.get("analytics"), dict):
+        return
+    analytics = data["analytics"]
+    backend = analytics.get("backend", "duckdb")
+    if backend == "postgres":
+        if "path" in analytics:
+            yield Finding(("analytics", "path"), "'path' only applies to backend duckdb", "key")
+        store = _dict(data.get("store"))
+        if store.get("backend") != "postgres":
+            message = "backend postgres keeps events in the store's database: it needs store.backend postgres"
+            yield Finding(("analytics", "backend"), message)
+        return
+    if backend != "duckdb":
+        return
+    workers = _dict(data.get("server")).get("workers")
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1:
+        message = (
+            "a DuckDB file is held by one process: with server.workers > 1 (or several instances) "
+            "use backend: postgres, the store's database"
+        )
+        yield Finding(("analytics", "backend"), message)
+    if not duckdb_installed():
+        yield Finding(("analytics", "backend"), "duckdb needs the duckdb package: pip install 'mcpgate[analytics]'")
+
+
+def duckdb_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("duckdb") is not None
 
 
 def _duplicate_ids(api_keys: list[Any]) -> Iterator[Finding]:

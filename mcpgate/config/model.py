@@ -302,6 +302,15 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AnalyticsConfig:
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    path: str = "./mcpgate-analytics.duckdb"
+    retention: float = 30 * 86400.0
+    flush_interval: float = 1.0
+    queue_size: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration; ``upstreams`` keeps file order."""
 
@@ -317,6 +326,7 @@ class Config:
     # Runtime objects (store) and the API that manages them (admin); store defaults to sqlite with admin.
     store: StoreConfig | None = None
     admin: AdminConfig | None = None
+    analytics: AnalyticsConfig | None = None  # usage analytics, queried through the admin listener
     # The validated plain data this was built from, for the store to merge its objects into.
     document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 

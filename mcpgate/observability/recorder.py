@@ -26,6 +26,7 @@ from mcpgate.routing import addressed_item
 from mcpgate.unified import UNIFIED
 
 if TYPE_CHECKING:
+    from mcpgate.analytics import Analytics
     from mcpgate.config.model import ObservabilityConfig
     from mcpgate.pipeline import RequestContext
 
@@ -39,11 +40,17 @@ class Recorder:
         self.audit = AuditLog(config.audit.path) if config.audit.enabled else None
         self.log_bodies = config.audit.log_bodies
         self.redactor = Redactor(config.logging.redact)
+        self.analytics: Analytics | None = None  # usage analytics, when configured (the gateway sets it)
         self._pending: list[RequestContext] = []
 
     @property
     def wanted(self) -> bool:
-        return self.metrics is not None or self.audit is not None or access_log.isEnabledFor(logging.INFO)
+        return (
+            self.metrics is not None
+            or self.audit is not None
+            or self.analytics is not None
+            or access_log.isEnabledFor(logging.INFO)
+        )
 
     def record(self, ctx: RequestContext) -> None:
         """Called as the request ends: note the time now, build and read its event soon after."""
@@ -63,6 +70,8 @@ class Recorder:
                 metrics.observe(event)
         if audit is not None:
             audit.write_all(events)
+        if self.analytics is not None:
+            self.analytics.offer(events)  # queued only: written off the request path
         if access:
             for event in events:
                 log_access(event)
