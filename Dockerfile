@@ -11,7 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY mcpgate ./mcpgate
-RUN python -m venv /opt/mcpgate && /opt/mcpgate/bin/pip install .
+RUN python -m venv /opt/mcpgate && /opt/mcpgate/bin/pip install '.[analytics]'
 
 # -- run: that environment alone, as a user without privileges ----------------------------------
 FROM python:${PYTHON}-slim

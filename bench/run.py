@@ -2,7 +2,7 @@
 
     python bench/run.py [--scenario call|list|stream|sessions] [--duration 5] [--concurrency 1,64]
                         [--mode legacy|modern] [--sse] [--endpoint server|unified] [--secured]
-                        [--observed] [--limited] [--redis] [--workers N] [--sessions K] [--json]
+                        [--observed] [--limited] [--analytics] [--redis] [--workers N] [--sessions K] [--json]
 
 Starts bench/stub_upstream.py and `python -m mcpgate start` on free loopback ports, measures
 each (call, list: a closed-loop load of tools/call or tools/list; stream: progress-event delay
@@ -297,6 +297,8 @@ def start_gateway(
         text += secured_sections()
     if variant == "observed" or observed:
         text += observed_sections(config_dir, variant == "observed")
+    if variant == "analytics":  # every request's event queued, and written to DuckDB once a second
+        text += f"analytics: {{path: '{config_dir / 'analytics.duckdb'}'}}\n"
     text += variant_sections(variant, redis_url)
     config.write_text(text + extra)
     port = free_port()
@@ -935,6 +937,7 @@ VARIANTS = (
     ("secured", "auth + policy"),
     ("observed", "metrics + audit"),
     ("limited", "rate limits (memory)"),
+    ("analytics", "analytics (DuckDB)"),
     ("redis", "rate limits + sessions in Redis"),
     ("workers", "several workers"),
 )
@@ -1075,6 +1078,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--limited", action="store_true", help="also measure a gateway with memory rate limits (target 'limited')"
     )
     parser.add_argument(
+        "--analytics",
+        action="store_true",
+        help="also measure a gateway keeping every request in a DuckDB analytics file (target 'analytics')",
+    )
+    parser.add_argument(
         "--redis",
         action="store_true",
         help="also measure rate limits and sessions in a private redis-server (target 'redis')",
@@ -1112,7 +1120,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--sessions must be at least 1")
         if args.mode != "legacy" or args.endpoint != "server":
             parser.error("--scenario sessions holds legacy sessions on /servers/stub/mcp: no --mode or --endpoint")
-        if args.no_gateway or args.secured or args.observed or args.limited or args.redis or args.workers > 1:
+        if args.no_gateway or args.secured or args.observed or args.limited or args.analytics or args.redis:
+            parser.error("--scenario sessions measures the plain gateway only")
+        if args.workers > 1:
             parser.error("--scenario sessions measures the plain gateway only")
     if args.warmup is None:
         args.warmup = min(1.0, args.duration / 5)
@@ -1156,6 +1166,9 @@ def start_targets(
     if args.limited:
         targets["limited"] = start_gateway(started, stub_url, directory, args.endpoint, "limited")
         pids["limited"] = started[-1].proc.pid
+    if args.analytics:
+        targets["analytics"] = start_gateway(started, stub_url, directory, args.endpoint, "analytics")
+        pids["analytics"] = started[-1].proc.pid
     redis_url = start_redis(started, directory) if args.redis or args.workers > 1 else None
     if args.redis:
         targets["redis"] = start_gateway(started, stub_url, directory, args.endpoint, "redis", redis_url=redis_url)
@@ -1211,6 +1224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "secured": args.secured,
         "observed": args.observed,
         "limited": args.limited,
+        "analytics": args.analytics,
         "redis": args.redis,
         "workers": args.workers,
         "duration": args.duration,

@@ -40,7 +40,8 @@ Durations are seconds, or strings such as
 .BR 500ms ,
 .BR 30s ,
 .BR 2m ,
-.BR 1h .
+.BR 1h ,
+.BR 7d .
 .B mcpgate validate
 checks a file and prints every error as
 .IR FILE : LINE : COL ": " path ": " message ;

@@ -391,7 +391,7 @@ def test_url_and_command_both_or_neither() -> None:
 def test_bad_duration() -> None:
     assert problems(MINIMAL + "    timeout: 5x\n") == [
         "c.yml:4:14: upstreams.a.timeout: must be a duration greater than zero, like 500ms, 30s, 2m, 1h or 1m30s "
-        "(units: ms, s, m, h)"
+        "(units: ms, s, m, h, d)"
     ]
     assert problems(MINIMAL + "    timeout: [1]\n") == [
         "c.yml:4:14: upstreams.a.timeout: must be a duration greater than zero: seconds as a number, "

@@ -1,4 +1,4 @@
-"""The fleet, multi-server and admin examples run as their comments say (tests/test_config.py loads
+"""The fleet, multi-server, admin and analytics examples run as their comments say (tests/test_config.py loads
 every example)."""
 
 from __future__ import annotations
@@ -98,6 +98,43 @@ async def test_the_admin_example_adds_an_upstream_and_a_key_at_run_time(tmp_path
         async with sdk_client(f"http://127.0.0.1:{port}/mcp", "auto", headers={"Authorization": f"Bearer {key}"}) as c:
             result = await c.call_tool("math__add", {"a": 2, "b": 3})
             assert result.content[0].text == "5", log.read_text()  # type: ignore[union-attr]
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, log.read_text()
+
+
+@pytest.mark.e2e
+async def test_the_analytics_example_counts_calls_and_denials(tmp_path: Path) -> None:
+    port, admin = free_port(), free_port()
+    log = tmp_path / "analytics.log"
+    argv = [sys.executable, "-m", "mcpgate", "start", "-c", "examples/analytics.yml", "--port", str(port)]
+    argv += ["--set", f"admin.port={admin}", "--set", f"store.path={tmp_path / 'store.db'}"]
+    argv += ["--set", f"analytics.path={tmp_path / 'analytics.duckdb'}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(admin, proc)
+        wait_for_port(port, proc)
+        alice = {"Authorization": "Bearer mgk_demo-key-for-the-quick-start-only"}
+        bob = {"Authorization": "Bearer mgk_second-key-for-the-analytics-example"}
+        async with sdk_client(f"http://127.0.0.1:{port}/mcp", "auto", headers=alice) as c:
+            for a in range(3):
+                assert (await c.call_tool("add", {"a": a, "b": 1})).content[0].text == str(a + 1)
+        async with sdk_client(f"http://127.0.0.1:{port}/mcp", "auto", headers=bob) as c:
+            assert (await c.call_tool("echo", {"text": "hi"})).content[0].text == "hi"
+            with pytest.raises(Exception, match="forbidden"):
+                await c.call_tool("add", {"a": 1, "b": 2})
+        base = f"http://127.0.0.1:{admin}/admin/v1/analytics"
+        headers = {"Authorization": "Bearer mga_demo-admin-key-for-the-example-only"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.get(f"{base}/tools") as resp:
+                tools = {(t["tool"], t["invocations"], t["unique_clients"]) for t in (await resp.json())["tools"]}
+            async with http.get(f"{base}/rejections") as resp:
+                refused = [(r["client_id"], r["item"], r["reason"]) for r in (await resp.json())["rejections"]]
+            async with http.get(f"http://127.0.0.1:{admin}/admin/") as resp:
+                assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]
+        assert tools == {("add", 4, 2), ("echo", 1, 1)}, log.read_text()
+        assert refused == [("bob", "add", "forbidden")]
     finally:
         stop_process(proc)
     assert proc.returncode == 0, log.read_text()

@@ -58,7 +58,7 @@ COLUMNS: Final = (
 )
 CREATE: Final = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(f'{name} {kind}' for name, kind in COLUMNS)})",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)",  # PostgreSQL's; DuckDB's zone maps do this
 )
 PRUNE: Final = f"DELETE FROM {TABLE} WHERE ts < $1"
 _STATS: Final = (
