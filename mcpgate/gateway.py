@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -81,6 +82,7 @@ class Gateway:
     sessions: SessionStore
     shadow_denials: int = 0  # requests a shadow-mode policy would have denied
     recorder: Recorder | None = None  # metrics, audit log, access lines
+    started: float = 0.0  # when start began (epoch seconds), for /admin/v1/status
     shared_metrics: Shared | None = None  # under server.workers: this worker's numbers, for its peers
     tracing: Tracing | None = None  # OpenTelemetry, made at start when observability.tracing is on
     bridge_dir: str = ""  # where bridged (stdio, sse) upstreams get their private sockets
@@ -185,6 +187,7 @@ class Gateway:
         }
 
     async def start(self) -> None:
+        self.started = time.time()
         if self.config.observability.tracing.enabled:
             self.tracing = otel.Tracing(self.config.observability.tracing)
         if self.recorder is not None and self.recorder.audit is not None:

@@ -139,10 +139,15 @@ async def test_usage_by_client_server_and_tool(analytics: Analytics) -> None:
     assert (rows["bob"]["requests"], rows["bob"]["errors"]) == (3, 2)
     assert rows["alice"]["p50_ms"] == 2.5 and rows["alice"]["p95_ms"] == pytest.approx(3.85)
     assert (rows["alice"]["bytes_in"], rows["alice"]["bytes_out"]) == (400, 1000)
+    totals = by_client["totals"]
+    assert (totals["requests"], totals["errors"], totals["bytes_in"]) == (8, 2, 800)
+    assert totals["p50_ms"] == 1.5 and totals["p95_ms"] == pytest.approx(4.65)
     servers = await analytics.ask(Usage.parse({"group_by": "server"}))
     by_server = {g["server"]: g["requests"] for g in servers["groups"]}
     assert by_server == {"alpha": 5, "beta": 2, None: 1}
-    by_tool = (await analytics.ask(Usage.parse({"group_by": "tool"})))["groups"]
+    tools = await analytics.ask(Usage.parse({"group_by": "tool"}))
+    assert tools["totals"]["requests"] == 6  # the tool calls
+    by_tool = tools["groups"]
     assert [(g["server"], g["tool"], g["requests"], g["errors"]) for g in by_tool] == [
         ("alpha", "add", 4, 0),
         ("beta", "echo", 2, 1),
@@ -176,6 +181,9 @@ async def test_tool_popularity(analytics: Analytics) -> None:
 async def test_time_series_has_every_bucket_and_zeros_for_empty_ones(analytics: Analytics) -> None:
     series = await analytics.ask(Series.parse({"period": "5m", "bucket": "1m"}))
     assert series["bucket"] == "1m" and series["metric"] == "requests"
+    assert series["since"] == iso(NOW - 300) and series["until"] == iso(NOW)
+    late = await analytics.ask(Series.parse({"period": "5m", "bucket": "2m"}))
+    assert late["since"] == iso(NOW - 360)  # the first bucket's start, before the period's
     assert [p["timestamp"] for p in series["points"]] == [iso(NOW - 60 * i) for i in range(5, -1, -1)]
     # 10-60 s ago: the minute before now; 65 and 70 s ago: the one before; nothing else.
     assert [p["value"] for p in series["points"]] == [0, 0, 0, 2, 6, 0]

@@ -20,8 +20,6 @@ from mcpgate.analytics import Analytics, BadQuery, SinkError
 from mcpgate.analytics.queries import ClientUsage, Question, Rejections, Series, Tools, Usage
 from mcpgate.unified import UNIFIED
 
-STARTED: Final = time.time()
-
 
 def _analytics(request: web.Request) -> Analytics:
     gateway = request.app[RUNTIME].gateway
@@ -67,7 +65,8 @@ async def rejections(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     gateway = runtime.gateway
-    body: dict[str, Any] = {"version": __version__, "started": STARTED, "uptime_s": round(time.time() - STARTED, 1)}
+    started = gateway.started if gateway is not None else time.time()
+    body: dict[str, Any] = {"version": __version__, "started": started, "uptime_s": round(time.time() - started, 1)}
     upstreams: list[dict[str, Any]] = []
     sessions: dict[str, int] = {}
     if gateway is not None:

@@ -94,7 +94,8 @@ class _Reader:
     """Reads a query string's parameters, collecting every error instead of stopping at the first."""
 
     def __init__(self, query: Mapping[str, str], known: Sequence[str]) -> None:
-        self.query, self.errors = query, []
+        self.query = query
+        self.errors: list[dict[str, str]] = []
         for name in query:
             if name not in known:
                 self.fail(name, f"unknown parameter (known: {', '.join(known)})")
@@ -199,7 +200,8 @@ Fetch = Callable[[Statement], Any]  # runs a statement, gives its rows (awaited 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """``GET /analytics/usage``: per client, server or tool, the requests and how they went."""
+    """``GET /analytics/usage``: per client, server or tool, the requests and how they went, and the
+    totals of the period (every request, or every tool call when grouped by tool)."""
 
     window: Window
     group_by: str
@@ -223,10 +225,10 @@ class Usage:
             f"SELECT {keys}, {_STATS} FROM {TABLE} WHERE {where} GROUP BY {keys} "
             f"ORDER BY count(*) DESC, {order} LIMIT {limit}"
         )
-        return [(sql, where.params)]
+        return [(sql, where.params), (f"SELECT {_STATS} FROM {TABLE} WHERE {where}", where.params[:-1])]
 
     def answer(self, now: float, results: list[list[Sequence[Any]]]) -> dict[str, Any]:
-        rows, width = results[0], len(GROUPS[self.group_by])
+        (rows, totals), width = results, len(GROUPS[self.group_by])
         groups = []
         for row in rows[:MAX_ROWS]:
             group: dict[str, Any] = {"client": row[0]} if self.group_by == "client" else {"server": row[0]}
@@ -234,7 +236,13 @@ class Usage:
                 group["tool"] = row[1]
             groups.append(group | _stats(row[width:]))
         truncated = len(rows) > MAX_ROWS
-        return {**self.window.shown(now), "group_by": self.group_by, "groups": groups, "truncated": truncated}
+        return {
+            **self.window.shown(now),
+            "group_by": self.group_by,
+            "totals": _stats(totals[0]),
+            "groups": groups,
+            "truncated": truncated,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +397,7 @@ class Series:
         filters = {key: value for key, value in (("server", self.server), ("tool", self.tool)) if value is not None}
         return {
             **self.window.shown(now),
+            "since": iso(start),  # the first bucket's start: a little before the period's
             "metric": self.metric,
             "bucket": self.bucket_text,
             **filters,
