@@ -11,7 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mcpgate.admin.openapi import document
 from tests.gateway_harness import modern_call, modern_headers, sdk_client
+from tests.test_admin_openapi import _validator
 from tests.store_harness import admin_yaml, call, serving
 
 pytestmark = pytest.mark.e2e
@@ -111,6 +113,17 @@ async def test_every_analytics_path_gives_the_driven_numbers(named_upstreams: di
         assert [(u["name"], u["state"]) for u in state["upstreams"]] == [("alpha", "healthy"), ("beta", "healthy")]
         assert state["analytics"]["backend"] == "duckdb" and state["analytics"]["written"] == 11
         assert state["analytics"]["dropped"] == 0 and state["analytics"]["state"] == "ok"
+        assert usage["totals"]["requests"] == 11 and usage["totals"]["errors"] == 3
+
+        # Every answer is what the OpenAPI document says it is.
+        doc = document()
+        answers = {
+            "Usage": [usage, by_server, by_tool], "ClientUsage": [bob], "ToolPopularity": [tools],
+            "TimeSeries": [series, errors, add, p95], "Rejections": [refused], "Status": [state],
+        }  # fmt: skip
+        for component, bodies in answers.items():
+            for body in bodies:
+                _validator(doc, component).validate(body)
 
 
 async def test_the_official_client_in_both_eras_is_counted(named_upstreams: dict[str, str], tmp_path: Path) -> None:

@@ -124,6 +124,7 @@ SCHEMAS: Final = {
         f"One row per group, most requests first; at most {MAX_ROWS} (truncated says when there were more).",
         {
             "group_by": {"type": "string", "enum": list(GROUPS)},
+            "totals": _object("The whole period (with group_by tool: every tool call).", dict(_STATS)),
             "groups": {
                 "type": "array",
                 "items": {
