@@ -72,6 +72,10 @@ def _analytics(config: Config, recorder: Recorder) -> Analytics:
     return Analytics(config.analytics, make_sink(config.analytics, config.store), counts=counts)
 
 
+class Unavailable(Exception):
+    """A database the configuration names did not answer at start (exit 69: retry later)."""
+
+
 class StartupError(Exception):
     """The configuration is valid but cannot run here (say, a backend this build lacks)."""
 
@@ -205,7 +209,7 @@ class Gateway:
             try:
                 await self.recorder.analytics.start()
             except SinkError as exc:
-                raise StartupError(str(exc)) from None
+                raise (Unavailable if exc.retry else StartupError)(str(exc)) from None
         if self.auth is not None:
             await self.auth.start()
         if self.limiter is not None:

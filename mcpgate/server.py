@@ -24,7 +24,7 @@ from mcpgate.auth.identity import ANONYMOUS
 from mcpgate.auth.oauth import WELL_KNOWN
 from mcpgate.config.model import AdminConfig, Config
 from mcpgate.errors import GatewayError
-from mcpgate.gateway import Gateway, StartupError
+from mcpgate.gateway import Gateway, StartupError, Unavailable
 from mcpgate.limits import HEADERS_KEY
 from mcpgate.listener import SERVER_NAME, GatewayRunner, Handler, ListenerStats, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
@@ -411,7 +411,7 @@ def _fmt_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Unavailable):
     """The configured store did not answer within the start's patience (exit 69: retry later)."""
 
 
@@ -457,4 +457,7 @@ def run(config: Config, loader: Loader | None = None, *, migrate: bool = True) -
         return runner.run(main())
 
 
-__all__ = ["GATEWAY", "AdminBindError", "Server", "StartupError", "StoreUnavailable", "build_app", "make_runner", "run"]
+__all__ = [
+    "GATEWAY", "AdminBindError", "Server", "StartupError", "StoreUnavailable", "Unavailable",
+    "build_app", "make_runner", "run",
+]  # fmt: skip

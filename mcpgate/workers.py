@@ -206,7 +206,7 @@ def _work(
     except server.StartupError as exc:
         log.error("worker %d: cannot start: %s", index, exc)
         return 78
-    except server.StoreUnavailable as exc:
+    except server.Unavailable as exc:  # the store, or analytics' database
         log.error("worker %d: cannot start: %s", index, exc)
         return 69
     except OSError as exc:

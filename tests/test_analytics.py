@@ -438,3 +438,25 @@ def test_the_section_changes_at_restart_only() -> None:
     old = load_config(text=BASE + "analytics: {}\n")
     new = load_config(text=BASE + "analytics: {retention: 1d}\n")
     assert restart_only(old, new) == ["analytics"]
+
+
+async def test_any_string_a_client_sends_is_kept_as_it_was(tmp_path: Path) -> None:
+    """Tool names and client ids travel through a JSON batch file: quotes, newlines, NULs and
+    non-BMP characters come back unchanged, a lone surrogate (which UTF-8 cannot hold) replaced."""
+    path = str(tmp_path / "a.duckdb")
+    analytics = Analytics(AnalyticsConfig(path=path), DuckDBSink(path), clock=lambda: NOW)
+    await analytics.start()
+    odd = ['say "hi"\n\\', "naïve 😀\x00", "", "'; DROP TABLE x; --"]
+    analytics.offer([event(1, tool=name, method="tools/call") for name in odd])
+    tools = {t["tool"]: t["invocations"] for t in (await analytics.ask(Tools.parse({})))["tools"]}
+    assert tools == dict.fromkeys(odd, 1)
+    analytics.offer([event(1, client="bad\ud800client")])
+    clients = {g["client"] for g in (await analytics.ask(Usage.parse({})))["groups"]}
+    assert "bad?client" in clients or "bad\ufffdclient" in clients
+    assert analytics.count("failed") == 0
+    sink = analytics.sink
+    assert isinstance(sink, DuckDBSink) and sink._folder is not None
+    folder = Path(sink._folder)
+    assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []  # private, emptied
+    await analytics.close()
+    assert not folder.exists()

@@ -13,8 +13,8 @@ import pytest
 
 from mcpgate.admin.openapi import document
 from tests.gateway_harness import modern_call, modern_headers, sdk_client
-from tests.test_admin_openapi import _validator
 from tests.store_harness import admin_yaml, call, serving
+from tests.test_admin_openapi import _validator
 
 pytestmark = pytest.mark.e2e
 

@@ -106,17 +106,21 @@ class Analytics:
             await work()
 
     async def flush(self) -> None:
-        """Write what is queued, in batches of at most ``MAX_BATCH``. A failure loses that batch
-        (counted as failed, said once until writes work again) and never stops the writer."""
+        """Write what is queued, in batches of at most ``MAX_BATCH``. A failure loses what was left
+        to write (counted as failed, said once until writes work again) and never stops the writer."""
         async with self._lock:
-            while self.queue:
-                batch = self.queue[:MAX_BATCH]
-                del self.queue[:MAX_BATCH]
+            # What is queued now, and no more: events that arrive while a batch is written wait for
+            # the next flush, or a busy gateway would write a trickle of tiny batches back to back,
+            # each paying a transaction and a sync (measured: 40% of a core at 900 requests/s).
+            pending, self.queue = self.queue, []
+            for start in range(0, len(pending), MAX_BATCH):
+                batch = pending[start : start + MAX_BATCH]
                 try:
                     await self.sink.write(columns(batch))
                 except Exception as exc:  # a full disk, a database gone: requests go on
-                    self.counts[("failed",)] += len(batch)
-                    self._failing(f"cannot write {len(batch)} events: {exc}")
+                    lost = len(pending) - start
+                    self.counts[("failed",)] += lost
+                    self._failing(f"cannot write {lost} events: {exc}")
                     return
                 self.counts[("written",)] += len(batch)
                 self._recovered()
@@ -146,11 +150,21 @@ class Analytics:
         self.state, self.last_error = "ok", None
 
     async def ask(self, question: Question) -> dict[str, Any]:
-        """The answer to one question, from every event recorded until now (``SinkError`` if none)."""
-        await self.flush()
+        """The answer to one question, from every event recorded until now, within ``QUERY_TIMEOUT``
+        in all (``SinkError`` otherwise). The write goes on if the question gives up on it."""
+        deadline = time.monotonic() + QUERY_TIMEOUT
+        try:
+            await asyncio.wait_for(asyncio.shield(self.flush()), QUERY_TIMEOUT)
+        except TimeoutError:
+            raise SinkError(f"writing the queued events took longer than {QUERY_TIMEOUT:g}s") from None
         now = self.clock()
-        results = [await self.sink.fetch(statement, QUERY_TIMEOUT) for statement in question.statements(now)]
-        return question.answer(now, [list(rows) for rows in results])
+        results = []
+        for statement in question.statements(now):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SinkError(f"the question took longer than {QUERY_TIMEOUT:g}s")
+            results.append(list(await self.sink.fetch(statement, left)))
+        return question.answer(now, results)
 
     def status(self) -> dict[str, Any]:
         return {

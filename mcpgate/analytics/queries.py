@@ -7,6 +7,9 @@ SQL. The same text runs on DuckDB and on PostgreSQL: both number parameters ``$1
 ``percentile_cont ... WITHIN GROUP`` and ``FILTER``, and interpolate percentiles the same way, so
 both backends give the same answers to the same events.
 
+Ties are broken by byte order (``COLLATE "C"``), which both engines have whatever the database's
+locale, so that the same events give the same rows in the same order on either.
+
 Every answer is bounded: a period of at most a year, at most ``MAX_ROWS`` groups (``truncated``
 says when more existed), at most ``MAX_POINTS`` buckets in a series.
 """
@@ -56,9 +59,10 @@ COLUMNS: Final = (
     ("bytes_in", "BIGINT"),
     ("bytes_out", "BIGINT"),
 )
+INDEX: Final = f"{TABLE}_ts"
 CREATE: Final = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(f'{name} {kind}' for name, kind in COLUMNS)})",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)",  # PostgreSQL's; DuckDB's zone maps do this
+    f"CREATE INDEX IF NOT EXISTS {INDEX} ON {TABLE} (ts)",  # PostgreSQL's; DuckDB's zone maps do this
 )
 PRUNE: Final = f"DELETE FROM {TABLE} WHERE ts < $1"
 _STATS: Final = (
@@ -67,6 +71,8 @@ _STATS: Final = (
     "percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms), "
     "coalesce(sum(bytes_in), 0)::BIGINT, coalesce(sum(bytes_out), 0)::BIGINT"
 )
+
+_BY_TOOL: Final = 'server COLLATE "C" NULLS LAST, item COLLATE "C" NULLS LAST'
 
 Statement = tuple[str, list[Any]]
 
@@ -165,7 +171,9 @@ class _Where:
 
 
 def _ms(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 3)
+    # The nudge: the engines' percentile_cont can differ in the last bits of a double, which
+    # round() would turn into 0.001 apart whenever the fourth decimal is a 5 (durations have three).
+    return None if value is None else round(float(value) + 1e-9, 3)
 
 
 def _stats(row: Sequence[Any]) -> dict[str, Any]:
@@ -219,7 +227,7 @@ class Usage:
         if self.group_by == "tool":
             where.term("method = 'tools/call' AND item IS NOT NULL")
         columns = GROUPS[self.group_by]
-        keys, order = ", ".join(columns), ", ".join(f"{column} NULLS LAST" for column in columns)
+        keys, order = ", ".join(columns), ", ".join(f'{column} COLLATE "C" NULLS LAST' for column in columns)
         limit = where.bind(MAX_ROWS + 1)
         sql = (
             f"SELECT {keys}, {_STATS} FROM {TABLE} WHERE {where} GROUP BY {keys} "
@@ -270,12 +278,12 @@ class ClientUsage:
             (f"SELECT {_STATS} FROM {TABLE} WHERE {where}", where.params),
             (
                 f"SELECT server, {_STATS} FROM {TABLE} WHERE {where} GROUP BY server "
-                f"ORDER BY count(*) DESC, server NULLS LAST LIMIT {limit}",
+                f'ORDER BY count(*) DESC, server COLLATE "C" NULLS LAST LIMIT {limit}',
                 where.params,
             ),
             (
                 f"SELECT server, item, {_STATS} FROM {TABLE} WHERE {tools} GROUP BY server, item "
-                f"ORDER BY count(*) DESC, server, item LIMIT {limit}",
+                f"ORDER BY count(*) DESC, {_BY_TOOL} LIMIT {limit}",
                 where.params,
             ),
         ]
@@ -314,7 +322,7 @@ class Tools:
         sql = (
             "SELECT server, item, count(*), count(DISTINCT client_id), "
             f"percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms), count(*) FILTER (WHERE {ERROR}) "
-            f"FROM {TABLE} WHERE {where} GROUP BY server, item ORDER BY count(*) DESC, server, item LIMIT {limit}"
+            f"FROM {TABLE} WHERE {where} GROUP BY server, item ORDER BY count(*) DESC, {_BY_TOOL} LIMIT {limit}"
         )
         return [(sql, where.params)]
 
@@ -441,7 +449,7 @@ class Rejections:
         limit = where.bind(self.limit)
         sql = (
             "SELECT ts, request_id, client_id, server, method, item, status, reason, rule, rate_limit_rule "
-            f"FROM {TABLE} WHERE {where} ORDER BY ts DESC LIMIT {limit}"
+            f'FROM {TABLE} WHERE {where} ORDER BY ts DESC, request_id COLLATE "C" LIMIT {limit}'
         )
         return [(sql, where.params)]
 

@@ -131,7 +131,7 @@ def start(
                 code = server.run(config, loader, migrate=not no_migrate)
     except server.StartupError as exc:
         exit_with(EXIT_CONFIG, f"mcpgate: cannot start: {exc}")
-    except server.StoreUnavailable as exc:
+    except server.Unavailable as exc:  # the store, or analytics' database, did not answer
         exit_with(EXIT_UNAVAILABLE, f"mcpgate: cannot start: {exc}")
     except server.AdminBindError as exc:
         where = host_port(exc.host, exc.port)
