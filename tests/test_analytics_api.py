@@ -4,6 +4,7 @@ both eras), and exact numbers from every analytics path of the admin API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,42 @@ async def test_a_full_queue_drops_and_counts_while_every_request_is_answered(
             metrics = await resp.text()
         assert 'mcpgate_analytics_events_total{outcome="dropped"} 5.0' in metrics
         assert 'mcpgate_analytics_events_total{outcome="written"} 2.0' in metrics
+
+
+async def test_the_command_line_asks_the_same_questions(named_upstreams: dict[str, str], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mcpgate import cli
+    from tests.store_harness import ADMIN_KEY
+
+    def admin(*args: str) -> Any:
+        env = {"MCPGATE_ADMIN_KEY": ADMIN_KEY, "MCPGATE_ADMIN_URL": None, "MCPGATE_CONFIG": None}
+        return CliRunner().invoke(cli.main, ["admin", "--url", base, *args], env=env, catch_exceptions=False)
+
+    async with serving(gateway_yaml(named_upstreams, tmp_path)) as gw, aiohttp.ClientSession() as http:
+        await drive(http, gw.url)
+        base = gw.admin.removesuffix("/admin/v1")
+        # urllib blocks: the CLI runs on a thread while this loop serves it
+        tools = await asyncio.to_thread(admin, "analytics", "tools", "--period", "1h")
+        assert tools.exit_code == 0, tools.output
+        lines = tools.output.splitlines()
+        assert lines[0].split() == ["SERVER", "TOOL", "CALLS", "CLIENTS", "P95", "MS", "ERRORS"]
+        assert [line.split()[:4] for line in lines[1:]] == [
+            ["alpha", "whoami", "6", "3"], ["alpha", "add", "4", "2"], ["beta", "whoami", "1", "1"],
+        ]  # fmt: skip
+        usage = await asyncio.to_thread(admin, "analytics", "usage", "--group-by", "client")
+        rows = {line.split()[0]: line.split()[1:3] for line in usage.output.splitlines()[1:]}
+        assert rows["bob"] == ["3", "1"] and rows["TOTAL"] == ["11", "3"]
+        bob = await asyncio.to_thread(admin, "analytics", "client", "bob")
+        assert bob.exit_code == 0 and bob.output.splitlines()[1].split()[:2] == ["3", "1"]
+        series = await asyncio.to_thread(admin, "analytics", "timeseries", "--period", "1h", "--bucket", "5m")
+        assert sum(int(line.split()[1]) for line in series.output.splitlines()[1:]) == 11
+        refused = await asyncio.to_thread(admin, "analytics", "rejections", "--reason", "forbidden")
+        assert [line.split()[1] for line in refused.output.splitlines()[1:]] == ["bob"]
+        state = await asyncio.to_thread(admin, "status")
+        assert "analytics: duckdb, ok; 11 written, 0 dropped, 0 failed" in state.output
+        as_json = await asyncio.to_thread(admin, "--json", "analytics", "tools")
+        assert json.loads(as_json.output)["tools"][0]["invocations"] == 6
+        bad = await asyncio.to_thread(admin, "analytics", "usage", "--period", "forever")
+        assert bad.exit_code == 1
+        assert "--period: must be a number and a unit" in bad.output

@@ -25,7 +25,7 @@ from typing import Any, Final
 import click
 
 from mcpgate import __version__
-from mcpgate.cli import admin, describe, health, keys, migrate, start, validate
+from mcpgate.cli import admin, describe, health, insight, keys, migrate, start, validate
 from mcpgate.cli.common import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from mcpgate.cli.health import default_health_url
 
@@ -79,4 +79,6 @@ main.add_command(keys.hash_key)
 main.add_command(describe.list_servers)
 main.add_command(health.health)
 main.add_command(migrate.migrate)
+admin.admin.add_command(insight.status)
+admin.admin.add_command(insight.analytics)
 main.add_command(admin.admin)

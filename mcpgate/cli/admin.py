@@ -259,6 +259,8 @@ def error_line(error: Mapping[str, Any], document: Document | None) -> str:
             line, col = position(document.tree, pointer)
             return f"{document.source}:{line}:{col}: {shown}: {detail}"
         return f"{shown}: {detail}"
+    if "parameter" in error:  # an analytics question's query parameter
+        return f"--{str(error['parameter']).replace('_', '-')}: {detail}"
     return f"{error.get('path') or '(root)'}: {detail} (in the effective configuration)"
 
 
