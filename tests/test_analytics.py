@@ -302,7 +302,7 @@ async def test_a_full_queue_drops_and_counts_without_waiting(caplog: pytest.LogC
     analytics.offer([event(1)] * 6)  # 4 fit
     for _ in range(100):
         analytics.offer([event(1)] * 50)  # a burst: all dropped, one log line
-    assert len(analytics.queue) == 10 and sink.batches == []  # offer never touched the database
+    assert analytics.queued == 10 and sink.batches == []  # offer never touched the database
     assert analytics.count("dropped") == counts[("dropped",)] == 2 + 5000
     assert [r.message for r in caplog.records].count(
         "analytics: the queue is full (10 events); dropping events until the next write"
@@ -460,3 +460,16 @@ async def test_any_string_a_client_sends_is_kept_as_it_was(tmp_path: Path) -> No
     assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []  # private, emptied
     await analytics.close()
     assert not folder.exists()
+
+
+async def test_a_large_backlog_is_written_in_several_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcpgate.analytics
+
+    monkeypatch.setattr(mcpgate.analytics, "MAX_BATCH", 4)
+    sink = Recording()
+    analytics = Analytics(AnalyticsConfig(flush_interval=3600), sink)
+    await analytics.start()
+    analytics.offer([event(i) for i in range(10)])
+    await analytics.flush()
+    assert sink.batches == [4, 4, 2] and analytics.count("written") == 10 and analytics.queued == 0
+    await analytics.close()

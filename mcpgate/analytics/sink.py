@@ -45,7 +45,20 @@ class Sink(Protocol):
 
 def columns(events: Sequence[AuditEvent]) -> Columns:
     """The events as columns, in ``COLUMNS`` order (roles joined by commas; the body is not kept)."""
-    out: Columns = [[] for _ in COLUMNS]
+    out = empty()
+    append(out, events)
+    return out
+
+
+def empty() -> Columns:
+    return [[] for _ in COLUMNS]
+
+
+def append(out: Columns, events: Sequence[AuditEvent]) -> None:
+    """Add the events to ``out``, column by column. The queue holds events this way, not as
+    ``AuditEvent``s: strings and numbers are not tracked by the garbage collector, where a second's
+    worth of events kept as objects made every collection longer (measured: +10% CPU per request
+    at concurrency 64 with nothing written at all)."""
     (ts, request_id, client_id, auth, roles, endpoint, server, http_method, method, item_kind, item, decision,
      rule, rate_limit, rate_limit_rule, status, error_code, reason, duration_ms, upstream_ms, bytes_in,
      bytes_out) = out  # fmt: skip
@@ -72,4 +85,3 @@ def columns(events: Sequence[AuditEvent]) -> Columns:
         upstream_ms.append(e.upstream_ms)
         bytes_in.append(e.bytes_in)
         bytes_out.append(e.bytes_out)
-    return out
