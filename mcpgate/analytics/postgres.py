@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from mcpgate.analytics.queries import COLUMNS, CREATE, INDEX, PRUNE, TABLE, Statement
 from mcpgate.analytics.sink import Columns, SinkError
+from mcpgate.store.backend import retryable
 
 if TYPE_CHECKING:
     import asyncpg
@@ -36,17 +37,6 @@ LOCK: Final = 0x6D63_7067_616E_6C79
 CONNECT_TIMEOUT: Final = 10.0
 WRITE_TIMEOUT: Final = 60.0  # a batch, or deleting what retention no longer keeps
 NAMES: Final = tuple(name for name, _ in COLUMNS)
-
-
-def _retryable(exc: BaseException) -> bool:
-    """Waiting may help: nothing listens yet, the server is starting or full, the connection broke."""
-    import asyncpg
-
-    return isinstance(
-        exc,
-        OSError | TimeoutError | asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError
-        | asyncpg.ConnectionDoesNotExistError | asyncpg.InterfaceError,
-    )  # fmt: skip
 
 
 class PostgresSink:
@@ -64,7 +54,7 @@ class PostgresSink:
         import asyncpg
 
         # A URL asyncpg cannot read (ValueError) is as final as a database that refuses us.
-        final = isinstance(exc, ValueError) or (isinstance(exc, asyncpg.PostgresError) and not _retryable(exc))
+        final = isinstance(exc, ValueError) or (isinstance(exc, asyncpg.PostgresError) and not retryable(exc))
         return SinkError(self._masked(f"PostgreSQL: {doing}: {type(exc).__name__}: {exc}"), retry=not final)
 
     def _masked(self, text: str) -> str:

@@ -287,8 +287,9 @@ class SqliteBackend(Backend):
         return result
 
 
-# asyncpg's errors that mean "try again soon": the server is starting, or not there yet.
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
+    """asyncpg's errors that mean "try again soon": the server is starting, full or not there yet,
+    or the connection broke. The analytics sink asks the same question of the same database."""
     import asyncpg
 
     return isinstance(
@@ -311,7 +312,7 @@ class PostgresBackend(Backend):
         import asyncpg
 
         # Only a database that refuses us for good is final: a bad password, no such database.
-        final = isinstance(exc, asyncpg.PostgresError) and not _retryable(exc)
+        final = isinstance(exc, asyncpg.PostgresError) and not retryable(exc)
         return StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}", retry=not final)
 
     @property
