@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from mcpgate.admin import dashboard
 from mcpgate.admin.access import AdminAccess, Denied
 from mcpgate.auth.apikeys import generate_key, hash_key
 from mcpgate.config.messages import Finding
@@ -502,12 +503,10 @@ def build_admin_app(runtime: Runtime, config: AdminConfig) -> web.Application:
         ("GET", "/audit", audit),
         ("GET", "/openapi.json", openapi),
     ]
-    from mcpgate.admin import insight
+    from mcpgate.admin import insight  # here: it reads this module's names
 
     routes += insight.ROUTES
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)
-    from mcpgate.admin import dashboard
-
     dashboard.add_routes(app)
     return app
