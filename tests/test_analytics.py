@@ -29,7 +29,7 @@ from mcpgate.analytics.queries import (
     iso,
     span,
 )
-from mcpgate.analytics.sink import Columns, columns
+from mcpgate.analytics.sink import Columns, append, empty
 from mcpgate.config import ConfigError, load_config
 from mcpgate.config.model import AnalyticsConfig
 from mcpgate.observability.audit import AuditEvent
@@ -213,7 +213,8 @@ async def test_recent_rejections_newest_first(analytics: Analytics) -> None:
 
 def test_columns_follow_the_table() -> None:
     one = event(5, rule="policy.rules[0]")
-    out = columns([one, one])
+    out = empty()
+    append(out, [one, one])
     assert len(out) == len(COLUMNS)
     by_name = {name: values for (name, _), values in zip(COLUMNS, out, strict=True)}
     assert by_name["ts"] == [NOW - 5] * 2 and by_name["roles"] == ["eng,ops"] * 2
