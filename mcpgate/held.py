@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from mcpgate import federation, jsonrpc, outbound
 from mcpgate.errors import GatewayError
 from mcpgate.jsonrpc import Message
+from mcpgate.listener import WholeResponse
 from mcpgate.proxy import relay
 from mcpgate.rewrite import Rewrite, list_filter
 from mcpgate.sessions import Session
@@ -90,7 +89,7 @@ async def forward(ctx: RequestContext) -> None:
     if message.kind != "request":
         # Nothing a stateless client notifies concerns a held session: its calls end when it
         # closes their streams, and it answers no server requests (input_required replaces them).
-        ctx.response = web.Response(status=202)
+        ctx.response = WholeResponse(status=202)
         return
     method = message.method
     assert method is not None
@@ -104,7 +103,7 @@ async def forward(ctx: RequestContext) -> None:
         # capabilities (from the held session's handshake).
         result = federation.discover_result(federation.union_capabilities([upstream.state.capabilities]))
         body = jsonrpc.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
-        ctx.response = web.Response(body=body, content_type="application/json")
+        ctx.response = WholeResponse(body=body, content_type="application/json")
         return
     if method == "subscriptions/listen":
         raise GatewayError(

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import orjson
+
 from mcpgate.errors import GatewayError
 
 LEGACY_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -102,6 +104,12 @@ def classify(obj: object) -> Message:
 
 
 _NOT_PLAIN_UTF8: Final = frozenset({b"\x00", b"\xef", b"\xfe", b"\xff"})
+# orjson reads an integer outside 64 bits as a float; such a number has 19 digits or more.
+_DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_WIDE_INTEGER: Final = b"0" * 19
+# orjson nests up to 1024 levels, json as deep as the stack allows (about 1000): a body that opens
+# fewer arrays and objects than this cannot reach either limit, so both read it alike.
+_FEW_OPENINGS: Final = 512
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -112,7 +120,22 @@ def loads(data: bytes | str) -> Any:
     ``RecursionError``, which no caller expects from a parse; folding it in here means every
     place that decodes untrusted JSON, from clients or upstreams, treats it as the invalid
     input it is.
+
+    Bytes go to ``orjson`` first, three to four times faster on an MCP request (4% of a forwarded
+    call's instructions went to ``json``). It is stricter, never looser: whatever it refuses (a
+    lone surrogate escape, ``NaN``, a BOM) goes on to ``json``, and so does a body that could hold
+    an integer too wide for orjson to keep exact or nest deeper than ``json`` would, so the answer
+    is always the one ``json`` gives.
     """
+    if (
+        type(data) is bytes
+        and data.count(b"[") + data.count(b"{") < _FEW_OPENINGS
+        and _WIDE_INTEGER not in data.translate(_DIGITS_AS_ZEROS)
+    ):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # json says what it is, or finds it acceptable after all
     try:
         if isinstance(data, bytes) and data[:1] not in _NOT_PLAIN_UTF8 and data[1:2] != b"\x00":
             # Plain UTF-8 (no BOM, no UTF-16/32 zero bytes), as json.loads would detect it, minus

@@ -31,7 +31,7 @@ from mcpgate.auth.identity import ANONYMOUS, Identity
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway
 from mcpgate.jsonrpc import Message
-from mcpgate.listener import render_error
+from mcpgate.listener import ANSWER_HEADERS, render_error
 from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
 from mcpgate.observability.tracing import REQUEST_ID, accept_or_make
 from mcpgate.policy import Decision
@@ -43,7 +43,6 @@ from mcpgate.upstream.http import SESSION_HEADER, HttpUpstream
 log = logging.getLogger("mcpgate.pipeline")
 
 ALLOWED_METHODS: Final = ("POST", "GET", "DELETE")
-REQUEST_ID_KEY: Final = web.RequestKey("request_id", str)  # on the web.Request, for the response header
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "[::1]"})
 READ_CHUNK: Final = 64 * 1024
 
@@ -380,7 +379,7 @@ STAGES: Final[tuple[Stage, ...]] = (
 
 async def run(ctx: RequestContext, stages: tuple[Stage, ...] = STAGES) -> web.StreamResponse:
     ctx.correlation_id = accept_or_make(ctx.request.headers.get(REQUEST_ID_HEADER))
-    ctx.request[REQUEST_ID_KEY] = ctx.correlation_id
+    ctx.request[ANSWER_HEADERS] = {REQUEST_ID_HEADER: ctx.correlation_id}
     REQUEST_ID.set(ctx.correlation_id)  # upstream headers and log lines of this request carry it
     tracing = ctx.gateway.tracing
     if tracing is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from mcpgate import jsonrpc
 from mcpgate.errors import GatewayError
+from mcpgate.listener import WholeResponse
 from mcpgate.rewrite import Rewrite, list_filter, rewrite_json, sse_rewriter
 from mcpgate.sessions import Session, new_session_id
 from mcpgate.sse import SSEError, SSEParser, encode_event
@@ -107,6 +109,7 @@ def client_headers(ctx: RequestContext, resp: UpstreamResponse) -> dict[str, str
     return headers
 
 
+@functools.lru_cache(maxsize=256)  # upstreams send the same few values over and over
 def passable_header(name: str, value: str) -> bool:
     """Whether an upstream's response header may reach the client as it is.
 
@@ -133,7 +136,7 @@ async def relay(ctx: RequestContext, resp: UpstreamResponse, *, rewrite: Rewrite
         raise bad_status(upstream, resp, f"answered with unexpected HTTP status {status}")
     if status in (202, 204) or resp.content_length == 0 or (status == 405 and ctx.request.method != "POST"):
         body = await read_upstream(upstream, resp, SMALL_BODY)
-        ctx.response = web.Response(status=status, body=body or None, headers=client_headers(ctx, resp))
+        ctx.response = WholeResponse(status=status, body=body or None, headers=client_headers(ctx, resp))
         return
     content_type = resp.content_type
     if content_type == "text/event-stream" and status == 200:
@@ -144,10 +147,10 @@ async def relay(ctx: RequestContext, resp: UpstreamResponse, *, rewrite: Rewrite
         rewritten = rewrite_json(await read_upstream(upstream, resp, MAX_REWRITE_BODY), rewrite)
         if rewritten is None:
             raise bad_status(upstream, resp, "answered with invalid JSON")
-        ctx.response = web.Response(status=status, body=rewritten, headers=client_headers(ctx, resp))
+        ctx.response = WholeResponse(status=status, body=rewritten, headers=client_headers(ctx, resp))
     elif resp.content_length is not None and resp.content_length <= SMALL_BODY:
         body = await read_upstream(upstream, resp, SMALL_BODY)
-        ctx.response = web.Response(status=status, body=body, headers=client_headers(ctx, resp))
+        ctx.response = WholeResponse(status=status, body=body, headers=client_headers(ctx, resp))
     else:
         await copy_stream(ctx, resp, status)
 
@@ -353,7 +356,7 @@ async def answer_initialize(ctx: RequestContext, resp: UpstreamResponse) -> None
             log.info("client at its session limit: evicted %d least recently used session(s)", len(evicted))
             ctx.gateway.end_upstream_sessions_soon(evicted)
         ctx.session = session  # client_headers then names it in the answer
-    ctx.response = web.Response(status=200, body=body, headers=client_headers(ctx, resp))
+    ctx.response = WholeResponse(status=200, body=body, headers=client_headers(ctx, resp))
 
 
 async def reopen_upstream_session(
@@ -415,4 +418,4 @@ async def _reinitialize(ctx: RequestContext, session: Session, upstream: HttpUps
 async def end_session(ctx: RequestContext, session: Session) -> None:
     await ctx.gateway.sessions.delete(session.id)
     await ctx.gateway.end_upstream_sessions(session)
-    ctx.response = web.Response(status=200)
+    ctx.response = WholeResponse(status=200)

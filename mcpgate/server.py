@@ -25,9 +25,7 @@ from mcpgate.auth.oauth import WELL_KNOWN
 from mcpgate.config.model import AdminConfig, Config
 from mcpgate.errors import GatewayError
 from mcpgate.gateway import Gateway, StartupError, Unavailable
-from mcpgate.limits import HEADERS_KEY
-from mcpgate.listener import SERVER_NAME, GatewayRunner, Handler, ListenerStats, render_error
-from mcpgate.observability.tracing import HEADER as REQUEST_ID_HEADER
+from mcpgate.listener import ANSWER_HEADERS, SERVER_NAME, GatewayRunner, Handler, ListenerStats, render_error
 from mcpgate.reload import Loader
 from mcpgate.store.runtime import Runtime
 from mcpgate.unified import UNIFIED
@@ -108,12 +106,9 @@ async def protected_resource(request: web.Request) -> web.Response:
 async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
     # Instead of aiohttp's "Python/3.x aiohttp/3.x": versions help attackers, not operators.
     response.headers["Server"] = SERVER_NAME
-    request_id = request.get(pipeline.REQUEST_ID_KEY)
-    if request_id is not None:
-        response.headers[REQUEST_ID_HEADER] = request_id
-    limits = request.get(HEADERS_KEY)
-    if limits is not None:  # every answer on a rate-limited route says how much is left
-        response.headers.update(limits)
+    extra = request.get(ANSWER_HEADERS)
+    if extra is not None:  # X-Request-ID; on a rate-limited route, how much is left
+        response.headers.update(extra)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from mcpgate import federation, guard, held, jsonrpc, outbound
 from mcpgate.errors import GatewayError
 from mcpgate.federation import LIST_KEYS
 from mcpgate.jsonrpc import Message
+from mcpgate.listener import WholeResponse
 from mcpgate.proxy import SSE_HEADERS, end_session, exchange, relay, write_quietly
 from mcpgate.rewrite import Rewrite
 from mcpgate.routing import CALL_KIND, CLIENT_SAFE_NAME, Route, addressed_item
@@ -216,9 +217,9 @@ async def forward_batch(ctx: RequestContext, messages: list[Message]) -> None:
     answers = await asyncio.gather(*(one(m) for m in messages))
     replies = [a for a in answers if a is not None]
     if not replies:
-        ctx.response = web.Response(status=202, headers=_session_header(ctx))
+        ctx.response = WholeResponse(status=202, headers=_session_header(ctx))
         return
-    ctx.response = web.Response(
+    ctx.response = WholeResponse(
         body=jsonrpc.dumps(replies), content_type="application/json", headers=_session_header(ctx)
     )
 
@@ -261,7 +262,7 @@ def renamed(message: Message, name: str) -> tuple[dict[str, Any] | None, str | N
 
 async def relay_notification(ctx: RequestContext, message: Message) -> None:
     await notify_upstreams(ctx, message)
-    ctx.response = web.Response(status=202, headers=_session_header(ctx))
+    ctx.response = WholeResponse(status=202, headers=_session_header(ctx))
 
 
 async def notify_upstreams(ctx: RequestContext, message: Message) -> None:
@@ -347,7 +348,7 @@ def capabilities(ctx: RequestContext) -> dict[str, Any]:
 def rpc_response(ctx: RequestContext, request_id: jsonrpc.RequestId | None, result: bytes) -> web.Response:
     """An answer around an already serialized result."""
     body = b'{"jsonrpc":"2.0","id":' + jsonrpc.dumps(request_id) + b',"result":' + result + b"}"
-    return web.Response(body=body, content_type="application/json", headers=_session_header(ctx))
+    return WholeResponse(body=body, content_type="application/json", headers=_session_header(ctx))
 
 
 def _session_header(ctx: RequestContext) -> dict[str, str] | None:

@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcpgate import jsonrpc
 from mcpgate.errors import REASONS, GatewayError
@@ -143,3 +145,66 @@ def test_dumps_always_renders_valid_json() -> None:
 )
 def test_printable(value: str, shown: str | None) -> None:
     assert jsonrpc.printable(value) == shown
+
+
+# -- loads: orjson first, json's answer always --------------------------------------------------
+
+JSON_TEXTS = [
+    b'{"a":1,"a":2}',  # duplicate keys: the last wins in both
+    b'{"id":"\\ud800"}',  # a lone surrogate escape: valid JSON, refused by orjson
+    b'{"s":"\xed\xa0\x80"}',  # a surrogate as UTF-8 bytes: read as one by surrogatepass
+    b'{"n":123456789012345678901234567890}',  # wider than 64 bits: orjson would make it a float
+    b'{"n":-9223372036854775809}',  # just below int64: 19 digits, a float in orjson
+    b'{"n":18446744073709551615}',
+    b'{"x":NaN,"y":-Infinity}',  # not JSON, but json reads it, and so it always did here
+    b'{"f":1e400,"g":1e-400,"h":2.2250738585072011e-308,"k":-0,"m":0.1}',
+    b'\xef\xbb\xbf{"bom":true}',
+    b'{"t":"\\u00e9\\n\\u0000","u":[1,2.5,null,true,false,{}]}',
+    b"[" * 600 + b"]" * 600,  # more openings than orjson is asked to read
+    b' {"a" : [ ] } ',
+]
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS, ids=range(len(JSON_TEXTS)))
+def test_loads_answers_as_json_does(text: bytes) -> None:
+    expected = json.loads(text)  # json detects the encoding of bytes itself
+    got = jsonrpc.loads(text)
+    assert repr(got) == repr(expected)  # repr: NaN != NaN, and 1 == 1.0 would hide a float
+    assert type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"{",
+        b'{"a":1,}',
+        b"\xff",
+        b"[" * 1010 + b"]" * 1010,  # deeper than json reads, not than orjson would
+        b"[" * 100_000,
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,
+    ],
+)
+def test_loads_refuses_what_json_refuses_as_value_error(text: bytes) -> None:
+    with pytest.raises(ValueError):
+        jsonrpc.loads(text)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_loads_matches_json_on_any_document(value: object) -> None:
+    text = json.dumps(value).encode()  # ASCII escapes, lone surrogates included
+    assert repr(jsonrpc.loads(text)) == repr(json.loads(text))
+    raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert repr(jsonrpc.loads(raw)) == repr(json.loads(raw.decode("utf-8", "surrogatepass")))

@@ -10,23 +10,19 @@ none); a 2025-03-26 batch takes one per request in it. A refused request gets 42
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final, Protocol
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Protocol
 
 from mcpgate.config.model import Bucket, RateLimitConfig
 from mcpgate.errors import GatewayError
 from mcpgate.jsonrpc import Message
 from mcpgate.limits.memory import MemoryBuckets
 from mcpgate.limits.rules import Outcome, RateLimits, StoreUnavailable
+from mcpgate.listener import ANSWER_HEADERS
 from mcpgate.observability.logging import Redactor
 from mcpgate.unified import UNIFIED
 
 if TYPE_CHECKING:
     from mcpgate.pipeline import RequestContext
-
-
-HEADERS_KEY: Final = web.RequestKey("rate_limit_headers", dict)  # for the response, streamed or not
 
 
 class Store(Protocol):
@@ -93,7 +89,7 @@ class Limiter:
                 return
             raise GatewayError("rate_limit_unavailable", headers={"Retry-After": "1"}) from None
         headers = answer.headers()
-        ctx.request[HEADERS_KEY] = headers
+        ctx.request.setdefault(ANSWER_HEADERS, {}).update(headers)  # every answer says how much is left
         if answer.allowed:
             ctx.rate_limit = ("allow", limit.where)
             return

@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.head is None or self.head.done():
             raise httptools.HttpParserError("an answer to no request")
-        headers = CIMultiDict[str]((n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers)
+        headers = CIMultiDict[str]([(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers])
         self.raw_headers, self.head_bytes = [], 0
         self.response = PooledResponse(self, status, CIMultiDictProxy(headers))
         self.response.keep_alive = self.parser.should_keep_alive()
@@ -295,6 +295,8 @@ class PooledResponse:
         return b"".join(chunks)
 
     async def readexactly(self, n: int) -> bytes:
+        if self._buffered == n and len(self._buffer) == 1:  # the usual case: it came in one piece
+            return self._take()
         data = bytearray()
         while len(data) < n:
             chunk = await self.readany()
@@ -412,15 +414,16 @@ class ConnectionPool:
         self.free_slots += 1
 
     def encode(self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"header {name[:64]!r} holds a line break")
-            lines.append(f"{name}: {value}\r\n")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
+        lines.extend([f"{name}: {value}" for name, value in headers.items()])
         if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+            lines.append(f"Content-Length: {len(body)}")
+        text = "\r\n".join(lines)
+        breaks = len(lines) - 1  # one count over the whole head, not four checks per header
+        if text.count("\n") != breaks or text.count("\r") != breaks:
+            broken = next((name for name, value in headers.items() if any(c in name + value for c in "\r\n")), "Host")
+            raise ValueError(f"header {broken[:64]!r} holds a line break")
+        head = (text + "\r\n\r\n").encode("latin-1")
         return head + body if body else head
 
     async def _exchange(self, connection: _Connection, data: bytes) -> PooledResponse:
