@@ -48,11 +48,7 @@ class Message:
     kind: Kind
     method: str | None
     id: RequestId | None
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params = self.raw.get("params")
-        return params if isinstance(params, dict) else {}
+    params: dict[str, Any]  # {} when absent (a response has none); read by several stages, so kept
 
     @property
     def name(self) -> str | None:
@@ -89,18 +85,21 @@ def classify(obj: object) -> Message:
     if method is not None:
         if not isinstance(method, str) or not method:
             raise GatewayError("invalid_request", 'Invalid request: "method" must be a non-empty string')
-        if "params" in obj and not isinstance(obj["params"], dict):
+        params = obj.get("params")
+        if params is None and "params" not in obj:
+            params = {}
+        elif not isinstance(params, dict):
             raise GatewayError("invalid_request", 'Invalid request: "params" must be an object')
         if "id" not in obj:
-            return Message(obj, "notification", method, None)
+            return Message(obj, "notification", method, None, params)
         if not is_valid_id(raw_id):
             raise GatewayError("invalid_request", 'Invalid request: "id" must be a string or an integer')
-        return Message(obj, "request", method, raw_id)
+        return Message(obj, "request", method, raw_id, params)
     if ("result" in obj) == ("error" in obj):
         raise GatewayError("invalid_request", 'Invalid request: needs "method", or exactly one of "result" and "error"')
     if not is_valid_id(raw_id) and not ("error" in obj and raw_id is None):
         raise GatewayError("invalid_request", 'Invalid request: a response needs a string or integer "id"')
-    return Message(obj, "response", None, raw_id if is_valid_id(raw_id) else None)
+    return Message(obj, "response", None, raw_id if is_valid_id(raw_id) else None, {})
 
 
 _NOT_PLAIN_UTF8: Final = frozenset({b"\x00", b"\xef", b"\xfe", b"\xff"})

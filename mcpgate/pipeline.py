@@ -227,14 +227,14 @@ def check_request_meta(message: Message) -> None:
         raise GatewayError("invalid_params", f"params._meta needs {jsonrpc.META_CLIENT_CAPABILITIES} (an object)")
 
 
+def mismatch(what: str) -> GatewayError:
+    return GatewayError("header_mismatch", what)
+
+
 def check_modern_headers(ctx: RequestContext, message: Message, meta_version: str | None) -> None:
     """2026-07-28 requests repeat what they are in headers; a mismatch is a 400 (-32020)."""
     headers = ctx.request.headers
     ctx.era = "modern"
-
-    def mismatch(what: str) -> GatewayError:
-        return GatewayError("header_mismatch", what)
-
     version = headers.get("MCP-Protocol-Version")
     if version is None:
         raise mismatch("MCP-Protocol-Version header is required for 2026-07-28 requests")
@@ -317,9 +317,10 @@ async def authorize(ctx: RequestContext) -> None:
     identity itself opened with an allowed ``initialize``. Lists are allowed here and filtered
     on the way back. On ``/mcp`` a batch's messages are judged one by one as they are routed;
     on a per-server endpoint a batch goes out whole, so one forbidden message refuses it all.
+    Without a policy, an upstream that exposes every tool leaves nothing to decide.
     """
-    message = ctx.message
-    if message is None or (ctx.gateway.policy is None and ctx.upstream is None):
+    message, upstream = ctx.message, ctx.upstream
+    if message is None or (ctx.gateway.policy is None and (upstream is None or upstream.exposes_all)):
         return
     if ctx.endpoint == UNIFIED:
         if isinstance(message, Message):

@@ -123,6 +123,7 @@ class HttpUpstream:
         elif url.user is not None:
             base["Authorization"] = aiohttp.encode_basic_auth(url.user, url.password or "")
         self._forwarded = FORWARDED_HEADERS | config.forward_headers
+        self.exposes_all = config.tools.is_open  # no ``tools`` filter: no call needs checking
         self._base_headers = base
         # POST: the whole answer (headers, and then each SSE gap) must come within `timeout`.
         self.call_timeout = aiohttp.ClientTimeout(
