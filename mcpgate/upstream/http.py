@@ -38,6 +38,7 @@ FORWARDED_HEADERS: Final = frozenset(
     {"content-type", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "traceparent", "tracestate"}
 )
 PARAM_HEADER_PREFIX: Final = "mcp-param-"
+MAX_REMEMBERED_NAMES: Final = 512
 SESSION_HEADER: Final = "Mcp-Session-Id"
 
 POST_ACCEPT: Final = "application/json, text/event-stream"
@@ -123,6 +124,7 @@ class HttpUpstream:
         elif url.user is not None:
             base["Authorization"] = aiohttp.encode_basic_auth(url.user, url.password or "")
         self._forwarded = FORWARDED_HEADERS | config.forward_headers
+        self._relayed: dict[str, bool] = {}  # by the client's spelling of a header name: _learn
         self.exposes_all = config.tools.is_open  # no ``tools`` filter: no call needs checking
         self._base_headers = base
         # POST: the whole answer (headers, and then each SSE gap) must come within `timeout`.
@@ -185,11 +187,12 @@ class HttpUpstream:
     ) -> CIMultiDict[str]:
         """Allowlisted client headers (the MCP ones, and ``forward_headers``) plus the upstream's own."""
         headers = self._base_headers.copy()
+        relayed = self._relayed
         for key, value in client_headers.items():
-            lower = key.lower()
-            if lower in self._forwarded or lower.startswith(PARAM_HEADER_PREFIX):
-                if key in self._base_headers:  # the operator's own value (upstream headers) wins
-                    continue
+            relay = relayed.get(key)
+            if relay is None:
+                relay = self._learn(key)
+            if relay:
                 if not value.isascii():
                     # MCP sends values that are not header-safe as =?base64?...?=; raw bytes
                     # beyond ASCII cannot be relayed faithfully, so they are refused, not mangled.
@@ -204,6 +207,16 @@ class HttpUpstream:
         if request_id is not None:
             headers[REQUEST_ID_HEADER] = request_id
         return headers
+
+    def _learn(self, name: str) -> bool:
+        """Whether a client header of this name goes upstream: allowlisted, and not one the
+        operator sets (their value wins). Clients spell the same few names every time, so the
+        answer is kept by spelling, for at most a few hundred of them."""
+        lower = name.lower()
+        relay = (lower in self._forwarded or lower.startswith(PARAM_HEADER_PREFIX)) and name not in self._base_headers
+        if len(self._relayed) < MAX_REMEMBERED_NAMES:
+            self._relayed[name] = relay
+        return relay
 
     async def send(
         self, method: str, headers: CIMultiDict[str], body: bytes | None = None, *, stream: bool = False
