@@ -137,7 +137,7 @@ class WholeResponse(web.Response):
         writer.output_size += len(data)
         self._eof_sent, self._body_length = True, writer.output_size
         self._req = self._payload_writer = None
-        if transport.get_write_buffer_size():  # a client slow to read: wait as aiohttp's writer would
+        if request.protocol.writing_paused:  # a client slow to read: wait as aiohttp's writer would
             await writer.drain()
         return None
 
