@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from mcpgate.config import load_config
+from mcpgate.store.backend import PostgresBackend
 from mcpgate.store.runtime import Runtime
 from tests.conftest import PostgresServer, free_port
 from tests.gateway_harness import sdk_client
@@ -48,6 +49,32 @@ async def until(check: Callable[[], bool | Awaitable[bool]], what: str, limit: f
 
 def text(result: object) -> str:
     return str(result.content[0].text)  # type: ignore[attr-defined]
+
+
+async def test_a_change_made_before_an_instance_listens_still_reaches_it(
+    named_upstreams: dict[str, str], postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its NOTIFY went to no one: the instance looks once LISTEN begins, not a poll interval later."""
+    listening = asyncio.Event()
+    slow_start = asyncio.Event()
+    real_listen = PostgresBackend.listen
+
+    async def late_listen(self: PostgresBackend, notify: Callable[[], None]) -> bool:
+        await slow_start.wait()  # until the change below is committed
+        started = await real_listen(self, notify)
+        listening.set()
+        return started
+
+    monkeypatch.setattr(PostgresBackend, "listen", late_listen)
+    config = fleet_yaml(named_upstreams, postgres.url)  # polling every 30s, listening: every 150s
+    async with serving(config) as a, serving(config) as b, aiohttp.ClientSession() as http:
+        upstream = {"url": named_upstreams["beta"], "prefix": "beta"}
+        status, _, body = await call(http, "PUT", f"{a.admin}/upstreams/beta", upstream)
+        assert status == 201, body
+        assert b.store.config.upstream("beta") is None
+        slow_start.set()
+        await asyncio.wait_for(listening.wait(), 20)
+        await until(lambda: b.store.config.upstream("beta") is not None, "instance b serves beta")
 
 
 async def test_a_change_through_one_instance_is_live_on_the_other(

@@ -120,6 +120,11 @@ class Backend:
         tell (then polling alone finds changes)."""
         return False
 
+    @property
+    def listening(self) -> bool:
+        """Whether ``listen`` holds a live connection now."""
+        return False
+
 
 def _status(applied: dict[int, str]) -> list[Status]:
     return [Status(m.version, m.name, applied.get(m.version)) for m in MIGRATIONS]

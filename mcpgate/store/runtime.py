@@ -124,7 +124,11 @@ class Runtime:
     async def _watch(self) -> None:
         interval = self.file.store.poll_interval if self.file.store is not None else 2.0
         while True:
+            was_listening = self.store.backend.listening
             listening = await self.store.backend.listen(self.poke)
+            if listening and not was_listening:
+                # A change committed before LISTEN began was notified to no one here: look now.
+                self._wake.set()
             # Listening, polling is only a safety net; without it, polling is how changes arrive.
             wait = max(interval * 5, 10.0) if listening else interval
             with contextlib.suppress(TimeoutError):
