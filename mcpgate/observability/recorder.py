@@ -42,6 +42,9 @@ class Recorder:
         self.redactor = Redactor(config.logging.redact)
         self.analytics: Analytics | None = None  # usage analytics, when configured (the gateway sets it)
         self._pending: list[RequestContext] = []
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call (its
+        # fork check), one per request at low concurrency, where each request drains alone.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def wanted(self) -> bool:
@@ -57,7 +60,10 @@ class Recorder:
         ctx.ended = time.monotonic()
         self._pending.append(ctx)
         if len(self._pending) == 1:
-            asyncio.get_running_loop().call_soon(self.drain)
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.drain)
 
     def drain(self) -> None:
         """Every request recorded since the last drain, in order. Also called at shutdown."""
