@@ -58,7 +58,7 @@ class _Connection(asyncio.Protocol):
 
     # Slots: a GET stream holds one of these (and its response) for as long as its client listens.
     __slots__ = (
-        "closed", "head", "head_bytes", "loop", "parked_at", "parser", "pool", "raw_headers", "received", "response",
+        "closed", "fields", "head", "head_bytes", "loop", "parked_at", "parser", "pool", "received", "response",
         "transport", "writable",
     )  # fmt: skip
 
@@ -69,7 +69,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.response: PooledResponse | None = None
         self.head: asyncio.Future[None] | None = None  # resolved when the answer's head is in
-        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.fields: list[tuple[str, str]] = []  # the answer's headers so far, decoded as they come
         self.head_bytes = 0
         self.received = False  # any byte of the current answer
         self.closed = False
@@ -120,17 +120,17 @@ class _Connection(asyncio.Protocol):
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD:
             raise httptools.HttpParserError(f"answer head larger than {MAX_HEAD} bytes")
-        self.raw_headers.append((name, value))
+        self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: informational, the real answer follows
-            self.raw_headers = []
+            self.fields = []
             return
         if self.head is None or self.head.done():
             raise httptools.HttpParserError("an answer to no request")
-        headers = CIMultiDict[str]([(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers])
-        self.raw_headers, self.head_bytes = [], 0
+        headers = CIMultiDict[str](self.fields)
+        self.fields, self.head_bytes = [], 0
         self.response = PooledResponse(self, status, CIMultiDictProxy(headers))
         self.response.keep_alive = self.parser.should_keep_alive()
         self.head.set_result(None)
