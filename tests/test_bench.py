@@ -467,3 +467,36 @@ def test_bench_measures_rate_limits_redis_and_workers() -> None:
     assert [r["target"] for r in report["results"]] == ["direct", "gateway", "limited", "redis", "workers"]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["results"])
     assert {r["target"] for r in report["ratios"]} == {"gateway", "limited", "redis", "workers"}
+
+
+instructions = load("instructions")
+
+
+def test_instruction_totals_are_summed_over_every_dump_and_summary_lines_ignored(tmp_path: Path) -> None:
+    out = tmp_path / "callgrind.out"
+    # The dump callgrind_control asks for (its summary line comes first, and says 0), and the file written at exit.
+    (tmp_path / "callgrind.out.1").write_text("events: Ir\nsummary: 0\nfn=x\n1 5\ntotals: 4000000\n")
+    out.write_text("events: Ir\nsummary: 0\ntotals: 250\n")
+    (tmp_path / "unrelated.txt").write_text("totals: 999999\n")
+    assert instructions.total_instructions(out) == 4_000_250
+
+
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None or shutil.which("wrk") is None,
+    reason="counting instructions needs valgrind and wrk (apt install valgrind wrk)",
+)
+def test_instructions_are_counted_for_the_stub_end_to_end() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--target", "direct", "--seconds", "1", "--warmup", "1"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+        cwd=BENCH.parent,
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    line = out.strip().splitlines()[-1]
+    assert line.startswith("direct modern tools/call: ") and line.endswith(" requests)"), line
+    per_request = float(line.split(": ")[1].split(" k ")[0])
+    # An aiohttp handler answering from prepared bytes: tens to hundreds of thousands, never none.
+    assert 20 < per_request < 5000, line
