@@ -146,6 +146,29 @@ async def test_unknown_tool_names_the_tool(named_upstreams: dict[str, str]) -> N
             assert (await resp.json())["error"]["code"] == -32601
 
 
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_tools_filter_hides_tools_on_the_unified_endpoint_without_any_policy(
+    named_upstreams: dict[str, str], mode: str
+) -> None:
+    """With no policy, the per-request check returns at once (``authorize``'s early exit); what an
+    upstream's ``tools`` filter hides must then still be neither listed nor callable through /mcp."""
+    hidden = ToolFilter(deny=(Glob.compile("only_*"), Glob.compile("add")))
+    beta = UpstreamConfig(name="beta", transport="streamable-http", url=named_upstreams["beta"], tools=hidden)
+    async with running_gateway(make_config({"beta": beta})) as gw:
+        assert gw.gateway.policy is None
+        async with sdk_client(gw.url + "/mcp", mode) as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert "whoami" in names and "add" not in names and "only_beta" not in names
+            assert text(await c.call_tool("whoami", {})) == "beta"
+        async with aiohttp.ClientSession() as http:
+            for name in ("add", "only_beta"):
+                call = modern_call("tools/call", {"name": name, "arguments": {"a": 1, "b": 2}}, id=9)
+                async with http.post(gw.url + "/mcp", json=call, headers=modern_headers("tools/call", name)) as resp:
+                    body = await resp.json()
+                assert body["id"] == 9
+                assert body["error"]["data"] == {"reason": "unknown_name", "tool": name}, body
+
+
 async def test_the_gateway_answers_the_handshake_itself(named_upstreams: dict[str, str]) -> None:
     async with unified(named_upstreams) as gw, aiohttp.ClientSession() as http:
         params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
