@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from aiohttp import web
+from aiohttp.helpers import parse_content_type
 
 from mcpgate import guard, held, jsonrpc, proxy, unified
 from mcpgate.auth.identity import ANONYMOUS, Identity
@@ -111,6 +112,13 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     return scheme in ("http", "https") and host in LOOPBACK_HOSTS
 
 
+@functools.lru_cache(maxsize=64)
+def media_type(content_type: str) -> str:
+    """aiohttp's reading of a Content-Type header, once per distinct value: ``request.content_type``
+    reads it again for every request, and copies its parameters each time."""
+    return parse_content_type(content_type)[0]
+
+
 @functools.lru_cache(maxsize=256)
 def _accepts(accept: str, *media_types: str) -> bool:
     """Clients send the same few Accept values over and over: parse each once."""
@@ -153,7 +161,8 @@ async def check_transport(ctx: RequestContext) -> None:
         ctx.refused = refused  # raised by parse, once the body says which request it answers
     ctx.era = "modern" if jsonrpc.is_modern(version) else "legacy"
     if request.method == "POST":
-        if request.content_type != "application/json":
+        content_type = request.headers.get("Content-Type")
+        if content_type is None or media_type(content_type) != "application/json":
             raise GatewayError("unsupported_media_type")
         if not _accepts(request.headers.get("Accept", ""), "application/json", "text/event-stream"):
             raise GatewayError("not_acceptable", "Accept must list application/json and text/event-stream")

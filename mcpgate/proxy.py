@@ -13,7 +13,7 @@ import email.utils
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -28,6 +28,8 @@ from mcpgate.sse import SSEError, SSEParser, encode_event
 from mcpgate.upstream.http import POST_ACCEPT, SESSION_HEADER, STREAM_ACCEPT, HttpUpstream, UpstreamResponse
 
 if TYPE_CHECKING:
+    from multidict import CIMultiDict
+
     from mcpgate.pipeline import RequestContext
 
 log = logging.getLogger("mcpgate.proxy")
@@ -86,16 +88,24 @@ async def send(
     headers = upstream.headers_for(ctx.request.headers, accept=accept, session_id=upstream_sid)
     if mcp_name is not None and "Mcp-Name" in headers:
         headers["Mcp-Name"] = jsonrpc.encode_header_value(mcp_name)
+    body = ctx.body if body is None else body
     tracing = ctx.gateway.tracing
-    spanned = contextlib.nullcontext() if tracing is None else tracing.client_span(upstream.name, method, headers)
     started = time.monotonic()
     try:
-        with spanned:
-            if method != "POST":
-                return await upstream.send(method, headers, None, stream=method == "GET")
-            return await upstream.send(method, headers, ctx.body if body is None else body)
+        if tracing is None:  # no context manager to enter and leave: most gateways trace nothing
+            return await _send(upstream, method, headers, body)
+        with tracing.client_span(upstream.name, method, headers):
+            return await _send(upstream, method, headers, body)
     finally:
         ctx.upstream_ms = (time.monotonic() - started) * 1000
+
+
+def _send(
+    upstream: HttpUpstream, method: str, headers: CIMultiDict[str], body: bytes | None
+) -> Awaitable[UpstreamResponse]:
+    if method != "POST":
+        return upstream.send(method, headers, None, stream=method == "GET")
+    return upstream.send(method, headers, body)
 
 
 def client_headers(ctx: RequestContext, resp: UpstreamResponse) -> dict[str, str]:
@@ -189,8 +199,10 @@ async def read_upstream(upstream: HttpUpstream, resp: UpstreamResponse, limit: i
     if length is not None and length > limit:
         raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
     if length is not None and "Content-Encoding" not in resp.headers:
-        with upstream_faults(upstream):
+        try:  # upstream_faults, inlined: it ran for every forwarded answer
             return await resp.content.readexactly(length)
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise body_fault(upstream, exc) from None
     body = bytearray()
     while chunk := await read_chunk(upstream, resp):
         body += chunk

@@ -71,6 +71,28 @@ async def test_malformed_and_wrong_input(mcp_upstream_url: str) -> None:
             assert "POST" in resp.headers["Allow"]
 
 
+async def test_the_body_must_be_declared_json_however_the_header_spells_it(mcp_upstream_url: str) -> None:
+    """Content-Type is read as aiohttp reads it (media type case-insensitive, parameters ignored),
+    once per distinct value: a cached reading must not let a near miss through."""
+    async with running_gateway(make_config({"demo": mcp_upstream_url})) as gw, aiohttp.ClientSession() as http:
+        url = gw.endpoint("demo")
+        for accepted in ("application/json; charset=utf-8", "Application/JSON", "application/json ;charset=UTF-8"):
+            for _ in range(2):  # the second time from the cache
+                headers = {**modern_headers("tools/list"), "Content-Type": accepted}
+                async with http.post(url, data=json.dumps(modern_call("tools/list")), headers=headers) as resp:
+                    assert resp.status == 200, (accepted, await resp.text())
+                    assert "tools" in (await resp.json())["result"]
+        for refused in ("text/plain", "application/jsonx", "application/json-seq", "json", ""):
+            for _ in range(2):
+                headers = {**modern_headers("tools/list"), "Content-Type": refused}
+                async with http.post(url, data=json.dumps(modern_call("tools/list")), headers=headers) as resp:
+                    await expect_error(resp, 415, "unsupported_media_type")
+        no_type = {k: v for k, v in modern_headers("tools/list").items() if k != "Content-Type"}
+        body = json.dumps(modern_call("tools/list"))
+        async with http.post(url, data=body, headers=no_type, skip_auto_headers=["Content-Type"]) as resp:
+            await expect_error(resp, 415, "unsupported_media_type")
+
+
 async def test_an_unknown_version_is_answered_with_what_the_upstream_discovers(mcp_upstream_url: str) -> None:
     """MCP-NOTES: -32022's data.supported lists only versions the server's server/discover lists,
     and data.requested echoes the version asked for; a gateway speaking for an upstream must agree
