@@ -1,20 +1,21 @@
 """Instructions per request: the one cost figure a busy, shared machine does not blur.
 
-    python bench/instructions.py [--target gateway|direct] [--scenario call|list] [--mode modern|legacy]
-                                 [--endpoint server|unified] [--seconds 10] [--concurrency 4]
-                                 [--source DIR] [--metrics on|off]
+    python bench/instructions.py [--target gateway|direct|relay|httptools|aiohttp] [--scenario call|list]
+                                 [--mode modern|legacy] [--endpoint server|unified] [--seconds 10]
+                                 [--concurrency 4] [--source DIR] [--metrics on|off]
 
 Timed runs (``bench/run.py``) move by a factor of two when a neighbour gets busy; counting the
 instructions a process executes does not (repeat runs agree within about half a percent). So a
 change on the hot path is judged here first, then confirmed in time with ``run.py``.
 
-How: the stub starts as in ``run.py``; the target (the gateway, or the stub itself with
-``--target direct``) starts under valgrind's callgrind with instrumentation off; wrk warms it up
-(imports, caches, pools, the interpreter's specialisation); instrumentation goes on for
-``--seconds`` of wrk load and off again; the instructions counted are divided by the requests
-wrk completed. valgrind makes the target about 50 times slower, so wrk's request count is small
-(a few thousand) but exact. ``--source DIR`` runs the mcpgate package found in DIR instead of
-this checkout's: an older worktree, or a copy with one thing changed, to price that thing.
+How: the stub starts as in ``run.py``; the target (the gateway, the stub itself with
+``--target direct``, or one of ``floors.py``'s reference servers) starts under valgrind's
+callgrind with instrumentation off; wrk warms it up (imports, caches, pools, the interpreter's
+specialisation); instrumentation goes on for ``--seconds`` of wrk load and off again; the
+instructions counted are divided by the requests wrk completed. valgrind makes the target about
+50 times slower, so wrk's request count is small (a few thousand) but exact. ``--source DIR``
+runs the mcpgate package found in DIR instead of this checkout's: an older worktree, or a copy
+with one thing changed, to price that thing.
 
 Needs ``valgrind`` (callgrind_control is part of it) and ``wrk``. Loopback only.
 """
@@ -40,6 +41,8 @@ sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402  (bench/run.py: the stub, the MCP client, the wrk script)
 
+FLOORS = ("relay", "httptools", "aiohttp")
+
 
 def callgrind_control(pid: int, *flags: str) -> str:
     done = subprocess.run(["callgrind_control", *flags, str(pid)], capture_output=True, text=True, check=False)
@@ -51,6 +54,11 @@ def start_target(args: argparse.Namespace, stub_url: str, tmp: Path) -> tuple[su
     port = run.free_port()
     if args.target == "direct":
         argv = [sys.executable, str(run.STUB), "--port", str(port)]
+        url = f"http://127.0.0.1:{port}/mcp"
+    elif args.target in FLOORS:  # bench/floors.py's reference servers, which check nothing
+        upstream = stub_url.split(":")[2].split("/")[0]
+        argv = [sys.executable, str(HERE / "floors.py"), "--serve", args.target, "--port", str(port)]
+        argv += ["--upstream", upstream]
         url = f"http://127.0.0.1:{port}/mcp"
     else:
         config = tmp / "gateway.yml"
@@ -125,14 +133,19 @@ async def measure(args: argparse.Namespace) -> int:
         if not requests or result["bad"] or result["socket"] or not instructions:
             print(f"nothing to count: {result}, {instructions} instructions", file=sys.stderr)
             return 1
-        what = f"{args.target} {args.mode} {method}" + (f" on {args.endpoint}" if args.target != "direct" else "")
+        what = f"{args.target} {args.mode} {method}" + (f" on {args.endpoint}" if args.target == "gateway" else "")
         print(f"{what}: {instructions / requests / 1000:.1f} k instructions per request ({requests} requests)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=["gateway", "direct"], default="gateway")
+    parser.add_argument(
+        "--target",
+        choices=["gateway", "direct", *FLOORS],
+        default="gateway",
+        help="direct: the stub; relay, httptools, aiohttp: bench/floors.py's reference servers",
+    )
     parser.add_argument("--scenario", choices=["call", "list"], default="call")
     parser.add_argument("--mode", choices=["legacy", "modern"], default="modern")
     parser.add_argument("--endpoint", choices=["server", "unified"], default="server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -500,3 +501,61 @@ def test_instructions_are_counted_for_the_stub_end_to_end() -> None:
     per_request = float(line.split(": ")[1].split(" k ")[0])
     # An aiohttp handler answering from prepared bytes: tens to hundreds of thousands, never none.
     assert 20 < per_request < 5000, line
+
+
+floors = load("floors")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk binary (apt install wrk)")
+@pytest.mark.skipif(not _gateway_cli_works(), reason="`python -m mcpgate start --help` does not work yet")
+def test_floors_compare_every_reference_server_and_the_gateway_with_direct() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "floors.py"), "--duration", "1", "--rounds", "1", "--concurrency", "1"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+        cwd=BENCH.parent,
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    rows = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.strip().startswith("1 ")}
+    assert set(rows) == {"direct", "relay", "httptools", "aiohttp", "gateway"}
+    direct_rps, direct_p50 = map(float, rows["direct"])  # no ratio to itself
+    for target in ("relay", "httptools", "aiohttp", "gateway"):
+        rps, p50, ratio, added = map(float, rows[target])
+        assert rps > 0 and p50 > 0, (target, out)
+        assert ratio == pytest.approx(rps / direct_rps, abs=0.01), (target, out)
+        assert added == pytest.approx(p50 - direct_p50, abs=0.002), (target, out)
+
+
+@pytest.mark.parametrize("kind", ["relay", "httptools", "aiohttp"])
+async def test_each_reference_server_forwards_what_the_stub_answers(kind: str) -> None:
+    """The floors are only floors if they really forward: the stub's answer, byte for byte,
+    for two requests on one connection."""
+    server = TestServer(stub.make_app(sse=False), host="127.0.0.1")
+    await server.start_server()
+    port = bench.free_port()
+    task = asyncio.create_task(floors.serve(kind, port, server.port))
+    try:
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        headers = {**POST, "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+        params = {"name": "echo", "arguments": {"text": "hi"}, "_meta": META}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for n in (1, 2):
+                body = call("tools/call", params, id=n)
+                async with http.post(f"http://127.0.0.1:{port}/mcp", json=body, headers=headers) as resp:
+                    assert resp.status == 200
+                    answer = await resp.json()
+                assert answer["id"] == n
+                assert answer["result"]["content"] == CALL_RESULT["content"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await server.close()
