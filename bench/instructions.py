@@ -2,7 +2,7 @@
 
     python bench/instructions.py [--target gateway|direct|relay|httptools|aiohttp] [--scenario call|list]
                                  [--mode modern|legacy] [--endpoint server|unified] [--seconds 10]
-                                 [--concurrency 4] [--source DIR] [--metrics on|off]
+                                 [--concurrency 4] [--source DIR] [--python PATH] [--metrics on|off]
 
 Timed runs (``bench/run.py``) move by a factor of two when a neighbour gets busy; counting the
 instructions a process executes does not (repeat runs agree within about half a percent). So a
@@ -53,11 +53,11 @@ def start_target(args: argparse.Namespace, stub_url: str, tmp: Path) -> tuple[su
     """The process to count, under callgrind, and the URL to load it through."""
     port = run.free_port()
     if args.target == "direct":
-        argv = [sys.executable, str(run.STUB), "--port", str(port)]
+        argv = [args.python, str(run.STUB), "--port", str(port)]
         url = f"http://127.0.0.1:{port}/mcp"
     elif args.target in FLOORS:  # bench/floors.py's reference servers, which check nothing
         upstream = stub_url.split(":")[2].split("/")[0]
-        argv = [sys.executable, str(HERE / "floors.py"), "--serve", args.target, "--port", str(port)]
+        argv = [args.python, str(HERE / "floors.py"), "--serve", args.target, "--port", str(port)]
         argv += ["--upstream", upstream]
         url = f"http://127.0.0.1:{port}/mcp"
     else:
@@ -66,7 +66,7 @@ def start_target(args: argparse.Namespace, stub_url: str, tmp: Path) -> tuple[su
         config.write_text(
             f"upstreams:\n  stub:\n    url: {stub_url}\nobservability:\n  metrics: {{enabled: {metrics}}}\n"
         )
-        argv = [sys.executable, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port)]
+        argv = [args.python, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port)]
         argv += ["--log-level", "warning"]
         url = f"http://127.0.0.1:{port}" + ("/mcp" if args.endpoint == "unified" else "/servers/stub/mcp")
     out = tmp / "callgrind.out"
@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="uncounted seconds of load first")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--source", help="a directory holding the mcpgate package to measure instead of this one")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs the target (another Python version, with mcpgate's dependencies)",
+    )
     args = parser.parse_args(argv)
     try:
         return asyncio.run(measure(args))

@@ -71,13 +71,11 @@ async def wanted(ctx: RequestContext) -> bool:
     """Whether this request on a per-server endpoint needs the held session: a modern client's
     POST to an upstream that speaks only the legacy era (asked once, then known)."""
     upstream = ctx.upstream
-    return (
-        ctx.era == "modern"
-        and ctx.request.method == "POST"
-        and upstream is not None
-        and not upstream.bridged  # a stdio child's bridge speaks both eras itself
-        and await outbound.legacy_only(upstream)
-    )
+    if ctx.era != "modern" or ctx.request.method != "POST" or upstream is None or upstream.bridged:
+        return False  # a stdio child's bridge speaks both eras itself
+    if upstream.state.protocol is not None:  # known (the heartbeat's): no coroutine to await
+        return upstream.state.protocol == "legacy"
+    return await outbound.legacy_only(upstream)
 
 
 async def forward(ctx: RequestContext) -> None:
