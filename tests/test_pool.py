@@ -227,6 +227,40 @@ async def test_a_silent_server_times_out_and_a_stalled_body_too() -> None:
         await pool.close()
 
 
+async def test_the_timeout_sweep_expires_only_overdue_calls_and_stops_when_none_wait() -> None:
+    """One sweep per pool holds every waiting call to read_timeout: the silent server's calls time
+    out, one answered in time does not, a cancelled one stops waiting, and the sweep ends itself."""
+    answered_after = 0.1
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        if b"X-Answer: yes" in head:
+            await asyncio.sleep(answered_after)  # inside the bound, across a sweep or two
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as (port, _):
+        pool = pool_for(port, read_timeout=0.4)
+        silent = [asyncio.create_task(ask(pool)) for _ in range(3)]
+        cancelled = asyncio.create_task(ask(pool))
+        answered = pool.request("POST", "/mcp", CIMultiDict({**JSON, "X-Answer": "yes"}), b"{}")
+        resp = await answered
+        assert await resp.content.read() == b"{}"
+        resp.release()
+        cancelled.cancel()
+        for task in silent:
+            with pytest.raises(TimeoutError):
+                await task
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert not pool.waiting
+        async with asyncio.timeout(5):
+            while pool.timeout_sweeper is not None:  # its next tick finds nothing waiting
+                await asyncio.sleep(0.05)
+        await pool.close()
+
+
 async def test_a_body_cut_short_is_a_payload_error_and_never_reused() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)

@@ -58,8 +58,8 @@ class _Connection(asyncio.Protocol):
 
     # Slots: a GET stream holds one of these (and its response) for as long as its client listens.
     __slots__ = (
-        "closed", "fields", "head", "head_bytes", "loop", "parked_at", "parser", "pool", "received", "response",
-        "transport", "writable",
+        "closed", "deadline", "fields", "head", "head_bytes", "loop", "parked_at", "parser", "pool", "received",
+        "response", "transport", "writable",
     )  # fmt: skip
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -74,6 +74,7 @@ class _Connection(asyncio.Protocol):
         self.received = False  # any byte of the current answer
         self.closed = False
         self.parked_at = 0.0  # loop time it was parked, for the sweep
+        self.deadline = 0.0  # loop time the head of the awaited answer is due by, for the timeout sweep
         self.writable: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -356,6 +357,12 @@ class ConnectionPool:
         self.slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.idle: list[_Connection] = []
         self.sweeper: asyncio.TimerHandle | None = None
+        # Connections awaiting the head of an answer, held to read_timeout by one sweep per pool
+        # (every quarter of it, at most every second) instead of a timer armed and cancelled per
+        # call: that was 1.2% of a forwarded call's instructions. A timeout fires that much late at most.
+        self.waiting: set[_Connection] = set()
+        self.timeout_sweeper: asyncio.TimerHandle | None = None
+        self.timeout_every = min(1.0, read_timeout / 4)
         self.closed = False
 
     async def request(self, method: str, target: str, headers: CIMultiDict[str], body: bytes | None) -> PooledResponse:
@@ -431,12 +438,14 @@ class ConnectionPool:
             await connection.send(data)
             head = connection.head
             assert head is not None
-            # A timer handle, not asyncio.timeout: the same bound for a fraction of the bookkeeping.
-            timer = self.loop.call_later(self.read_timeout, _expire, head, self.read_timeout)
+            connection.deadline = self.loop.time() + self.read_timeout
+            self.waiting.add(connection)
+            if self.timeout_sweeper is None:
+                self.timeout_sweeper = self.loop.call_later(self.timeout_every, self._expire_overdue)
             try:
                 await head
             finally:
-                timer.cancel()
+                self.waiting.discard(connection)
         except ConnectionResetError:
             connection.close()
             raise UpstreamClosed("server closed the connection", received=connection.received) from None
@@ -491,6 +500,14 @@ class ConnectionPool:
         if self.idle:
             self.sweeper = self.loop.call_later(IDLE_TIMEOUT / 2, self._sweep)
 
+    def _expire_overdue(self) -> None:
+        now = self.loop.time()
+        for connection in [c for c in self.waiting if c.deadline <= now]:
+            if connection.head is not None and not connection.head.done():
+                connection.head.set_exception(TimeoutError(f"no answer within {self.read_timeout:g}s"))
+        # Ends itself once nothing waits (close() leaves it: calls in flight keep their bound).
+        self.timeout_sweeper = self.loop.call_later(self.timeout_every, self._expire_overdue) if self.waiting else None
+
     def forget(self, connection: _Connection) -> None:
         if connection in self.idle:
             self.idle.remove(connection)
@@ -502,11 +519,6 @@ class ConnectionPool:
         for connection in list(self.idle):
             connection.close()
         self.idle.clear()
-
-
-def _expire(head: asyncio.Future[None], after: float) -> None:
-    if not head.done():
-        head.set_exception(TimeoutError(f"no answer within {after:g}s"))
 
 
 def describe(exc: BaseException) -> str:
