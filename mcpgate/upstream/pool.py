@@ -201,7 +201,9 @@ class PooledResponse:
         self.slotted = True  # holds one of the pool's slots until released (a stream does not)
         self.complete = False
         self.keep_alive = False
-        self._buffer: collections.deque[bytes] = collections.deque()
+        # A list, not a deque: the body is always taken whole, and an empty deque weighs 600 bytes,
+        # held by every open stream for as long as its client listens.
+        self._buffer: list[bytes] = []
         self._buffered = 0
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -273,7 +275,7 @@ class PooledResponse:
         self._check()
 
     def _take(self) -> bytes:
-        data = self._buffer.popleft() if len(self._buffer) == 1 else b"".join(self._buffer)
+        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
         if self._paused and self._connection is not None:
