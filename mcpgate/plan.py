@@ -46,6 +46,11 @@ class Plan:
     # of the gateway as Streamable HTTP.
     children: Mapping[str, Child] = field(default_factory=dict)
 
+    @functools.cached_property
+    def checks_access(self) -> bool:
+        """Whether a request can be refused for what it names: a policy, or an upstream's ``tools`` filter."""
+        return self.policy is not None or not all(u.exposes_all for u in self.upstreams.values())
+
 
 @dataclass(eq=False)
 class Build:

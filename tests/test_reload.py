@@ -248,3 +248,38 @@ async def test_keys_limits_and_routes_change_and_open_streams_stay_open(named_up
             await asyncio.wait_for(stream.content.read(), timeout=0.5)
         assert not stream.content.at_eof()
         stream.close()
+
+
+async def test_checks_a_reload_turns_on_apply_at_once_and_stop_when_it_turns_them_off(
+    named_upstreams: dict[str, str],
+) -> None:
+    """A gateway without auth, rate limits or a tools filter skips those stages (``stages_for``);
+    the plan a reload puts in force decides anew, both ways."""
+    from mcpgate.auth.apikeys import hash_key
+
+    key = "mgk_reload-stages-key-0123456789"
+    bare = load_config(text=text(named_upstreams), source="bare.yml")
+    lines = [
+        "upstreams:",
+        f"  alpha: {{url: '{named_upstreams['alpha']}', tools: {{deny: [add]}}}}",
+        f"  beta: {{url: '{named_upstreams['beta']}'}}",
+        f"auth:\n  api_keys:\n    - {{id: ci, key_hash: '{hash_key(key)}'}}",
+        "rate_limit:\n  default: {capacity: 2, refill_per_second: 0.001}",
+    ]
+    guarded = load_config(text="server: {port: 0, shutdown_timeout: 1}\n" + "\n".join(lines) + "\n", source="g.yml")
+
+    async def ask(http: aiohttp.ClientSession, url: str, name: str, key: str | None = None) -> int:
+        body = modern_call("tools/call", {"name": name, "arguments": {"a": 1, "b": 2}})
+        headers = modern_headers("tools/call", name) | ({"X-API-Key": key} if key else {})
+        async with http.post(url, json=body, headers=headers) as resp:
+            return resp.status
+
+    async with running_gateway(bare) as gw, aiohttp.ClientSession() as http:
+        alpha = gw.endpoint("alpha")
+        assert [await ask(http, alpha, "add") for _ in range(3)] == [200, 200, 200]
+        await apply(gw.gateway, guarded)
+        assert await ask(http, alpha, "whoami") == 401  # authentication, at once
+        assert await ask(http, alpha, "add", key) == 403  # the tools filter
+        assert [await ask(http, alpha, "whoami", key) for _ in range(3)] == [200, 200, 429]  # the bucket
+        await apply(gw.gateway, bare)
+        assert [await ask(http, alpha, "add") for _ in range(3)] == [200, 200, 200]  # all off again
