@@ -2,7 +2,7 @@
 
     python bench/instructions.py [--target gateway|direct|relay|httptools|aiohttp] [--scenario call|list]
                                  [--mode modern|legacy] [--endpoint server|unified] [--seconds 10]
-                                 [--concurrency 4] [--source DIR] [--python PATH] [--metrics on|off]
+                                 [--concurrency 4] [--source DIR] [--python PATH] [--metrics on|off] [--secured]
 
 Timed runs (``bench/run.py``) move by a factor of two when a neighbour gets busy; counting the
 instructions a process executes does not (repeat runs agree within about half a percent). So a
@@ -65,6 +65,7 @@ def start_target(args: argparse.Namespace, stub_url: str, tmp: Path) -> tuple[su
         metrics = "true" if args.metrics == "on" else "false"
         config.write_text(
             f"upstreams:\n  stub:\n    url: {stub_url}\nobservability:\n  metrics: {{enabled: {metrics}}}\n"
+            + (run.secured_sections() if args.secured else "")
         )
         argv = [args.python, "-m", "mcpgate", "start", "-c", str(config), "--port", str(port)]
         argv += ["--log-level", "warning"]
@@ -109,7 +110,7 @@ async def measure(args: argparse.Namespace) -> int:
         stub_url = run.start_stub(started, sse=False)
         proc, url, out = start_target(args, stub_url, tmp)
         try:
-            client = run.Client(url, args.mode, method=method)
+            client = run.Client(url, args.mode, run.credential("secured" if args.secured else "gateway"), method=method)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
                 await client.setup(session)
                 headers = "\n".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in client.headers.items())
@@ -133,7 +134,8 @@ async def measure(args: argparse.Namespace) -> int:
         if not requests or result["bad"] or result["socket"] or not instructions:
             print(f"nothing to count: {result}, {instructions} instructions", file=sys.stderr)
             return 1
-        what = f"{args.target} {args.mode} {method}" + (f" on {args.endpoint}" if args.target == "gateway" else "")
+        target = args.target + (" secured" if args.secured else "")
+        what = f"{target} {args.mode} {method}" + (f" on {args.endpoint}" if args.target == "gateway" else "")
         print(f"{what}: {instructions / requests / 1000:.1f} k instructions per request ({requests} requests)")
     return 0
 
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["legacy", "modern"], default="modern")
     parser.add_argument("--endpoint", choices=["server", "unified"], default="server")
     parser.add_argument("--metrics", choices=["on", "off"], default="on", help="the gateway's /metrics (on by default)")
+    parser.add_argument(
+        "--secured", action="store_true", help="an API key and a 20-rule policy, as run.py --secured sets up"
+    )
     parser.add_argument("--seconds", type=int, default=10, help="counted seconds of load")
     parser.add_argument("--warmup", type=int, default=5, help="uncounted seconds of load first")
     parser.add_argument("--concurrency", type=int, default=4)

@@ -43,7 +43,7 @@ def find_credential(headers: Mapping[str, str], gateway_header: str = DEFAULT_HE
     Raises ``invalid_token`` for a malformed or oversized value, and for two different
     credentials at once (which one was meant is a guess the gateway does not make).
     """
-    if gateway_header.lower() != DEFAULT_HEADER.lower():
+    if gateway_header != DEFAULT_HEADER and gateway_header.lower() != "authorization":
         raw = _one(headers, gateway_header)
         return None if raw is None else _parse(raw, bare_ok=True)
     found = None
@@ -62,12 +62,18 @@ def find_credential(headers: Mapping[str, str], gateway_header: str = DEFAULT_HE
 
 
 def _one(headers: Mapping[str, str], name: str) -> str | None:
-    """The header's value; a header sent twice with different values is refused, not guessed at."""
+    """The header's value; a header sent twice with different values is refused, not guessed at.
+    (Three headers are looked up per request, two of them usually absent: that case costs one check.)"""
+    if name not in headers:
+        return None
     getall = getattr(headers, "getall", None)  # multidict (aiohttp) keeps repeated headers
-    values = getall(name, ()) if getall is not None else ([headers[name]] if name in headers else [])
-    if len(set(values)) > 1:
+    if getall is None:
+        return headers[name]
+    values: list[str] = getall(name)
+    first = values[0]
+    if len(values) > 1 and any(other != first for other in values):
         raise GatewayError("invalid_token", "More than one credential sent; send one")
-    return values[0] if values else None
+    return first
 
 
 def _parse(raw: str, *, bare_ok: bool) -> Credential:
