@@ -473,6 +473,16 @@ def test_bench_measures_rate_limits_redis_and_workers() -> None:
 instructions = load("instructions")
 
 
+def run_script(script: str, *args: str) -> str:
+    """A bench script run as a user runs it; its output, once it has exited 0."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, timeout=300, check=False, cwd=BENCH.parent
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    return out
+
+
 def test_instruction_totals_are_summed_over_every_dump_and_summary_lines_ignored(tmp_path: Path) -> None:
     out = tmp_path / "callgrind.out"
     # The dump callgrind_control asks for (its summary line comes first, and says 0), and the file written at exit.
@@ -487,15 +497,7 @@ def test_instruction_totals_are_summed_over_every_dump_and_summary_lines_ignored
     reason="counting instructions needs valgrind and wrk (apt install valgrind wrk)",
 )
 def test_instructions_are_counted_for_the_stub_end_to_end() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "instructions.py"), "--target", "direct", "--seconds", "1", "--warmup", "1"],
-        capture_output=True,
-        timeout=300,
-        check=False,
-        cwd=BENCH.parent,
-    )
-    out = proc.stdout.decode()
-    assert proc.returncode == 0, out + proc.stderr.decode()
+    out = run_script("instructions.py", "--target", "direct", "--seconds", "1", "--warmup", "1")
     line = out.strip().splitlines()[-1]
     assert line.startswith("direct modern tools/call: ") and line.endswith(" requests)"), line
     per_request = float(line.split(": ")[1].split(" k ")[0])
@@ -509,15 +511,7 @@ floors = load("floors")
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk binary (apt install wrk)")
 @pytest.mark.skipif(not _gateway_cli_works(), reason="`python -m mcpgate start --help` does not work yet")
 def test_floors_compare_every_reference_server_and_the_gateway_with_direct() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "floors.py"), "--duration", "1", "--rounds", "1", "--concurrency", "1"],
-        capture_output=True,
-        timeout=300,
-        check=False,
-        cwd=BENCH.parent,
-    )
-    out = proc.stdout.decode()
-    assert proc.returncode == 0, out + proc.stderr.decode()
+    out = run_script("floors.py", "--duration", "1", "--rounds", "1", "--concurrency", "1")
     rows = {line.split()[1]: line.split()[2:] for line in out.splitlines() if line.strip().startswith("1 ")}
     assert set(rows) == {"direct", "relay", "httptools", "aiohttp", "gateway"}
     direct_rps, direct_p50 = map(float, rows["direct"])  # no ratio to itself
