@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,3 +122,68 @@ def test_a_second_signal_exits_at_once_and_takes_the_children_along(tmp_path: Pa
         time.sleep(0.05)
     assert not [pid for pid in children if alive(pid)], "the stdio server outlived the gateway"
     assert not list(tmp_path.glob("mcpgate-*")), "the private socket directory was left behind"
+
+
+def readme_block_with(marker: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return next(block for block in re.findall(r"```sh\n(.*?)```", readme, re.DOTALL) if marker in block)
+
+
+@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "activate").exists(), reason="no .venv in the checkout to activate")
+def test_the_secured_demo_starts_as_the_readme_says_from_a_terminal_without_the_venv() -> None:
+    """The README starts it from "another terminal", where the venv is not active: the demo server,
+    started with the `python` on PATH, must still be the venv's (the README activates it)."""
+    block = readme_block_with("demo-secured.yml")
+    line = next(line for line in block.splitlines() if "demo-secured.yml" in line and not line.startswith("#"))
+    command = line.split("(", 1)[1].rsplit(")", 1)[0]  # what the README backgrounds
+    port = free_port()
+    bare_path = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir())
+    gateway = subprocess.Popen(
+        ["bash", "-c", f"exec bash -c '{command} --port {port}'"],
+        cwd=ROOT,
+        env={"PATH": bare_path, "HOME": os.environ.get("HOME", "/tmp")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    key = re.search(r"X-API-Key: (mgk_[\w-]+)", block)
+    assert key is not None
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+
+    def post(method: str, params: dict[str, object], name: str | None = None, with_key: bool = True) -> tuple[int, Any]:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": method,
+            **({"Mcp-Name": name} if name else {}),
+            **({"X-API-Key": key[1]} if with_key else {}),
+        }
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        wait_for_port(port, gateway)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # ready once the demo server, started with that python, answers
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                    if json.loads(resp.read())["status"] == "ready":
+                        break
+            except urllib.error.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert post("tools/list", {}, with_key=False)[0] == 401
+        status, listed = post("tools/list", {})
+        assert status == 200 and sorted(t["name"] for t in listed["result"]["tools"]) == ["add", "echo"], listed
+        status, refused = post("tools/call", {"name": "sleep", "arguments": {"seconds": 0}}, name="sleep")
+        assert status == 403 and refused["error"]["data"]["rule"] == "policy.default", refused
+    finally:
+        os.killpg(gateway.pid, signal.SIGTERM)
+        output, _ = gateway.communicate(timeout=30)
+    assert b"ModuleNotFoundError" not in output, output.decode(errors="replace")
