@@ -8,12 +8,11 @@ answer is written to the client chunk by chunk as it arrives, never buffered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -165,31 +164,29 @@ async def relay(ctx: RequestContext, resp: UpstreamResponse, *, rewrite: Rewrite
         await copy_stream(ctx, resp, status)
 
 
-@contextlib.contextmanager
-def upstream_faults(upstream: HttpUpstream) -> Iterator[None]:
-    """Reading an answer body: a stall is a timeout (504), a break a bad response (502).
-
-    Every reader of upstream bodies (whole answers, relayed streams, the ``initialize``
-    handshake, rewritten lists) goes through here, so a fault means the same wherever it hits.
-    """
-    try:
-        yield
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise body_fault(upstream, exc) from None
+# What reading an upstream's answer body can raise; ``body_fault`` says what it means.
+BODY_FAULTS: Final = (aiohttp.ClientError, asyncio.IncompleteReadError)
 
 
 def body_fault(upstream: HttpUpstream, exc: aiohttp.ClientError | asyncio.IncompleteReadError) -> GatewayError:
+    """Reading an answer body: a stall is a timeout (504), a break a bad response (502).
+
+    Both readers of upstream bodies (``read_chunk`` for streams, ``read_upstream`` for whole
+    answers, and through them the ``initialize`` handshake and rewritten lists) catch
+    ``BODY_FAULTS`` and raise this, so a fault means the same wherever it hits. A plain
+    ``try``, not a context manager: one ran for every forwarded answer, and one held by an idle
+    stream costs memory for hours.
+    """
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return upstream.error("upstream_timeout", "stopped sending")
     return upstream.error("upstream_bad_response", f"broke off its answer: {type(exc).__name__}")
 
 
 async def read_chunk(upstream: HttpUpstream, resp: UpstreamResponse) -> bytes:
-    """The next piece of a streamed answer, ``b""`` at its end. (``upstream_faults`` inlined: an
-    idle stream waits here, and a context manager held for hours costs memory per stream.)"""
+    """The next piece of a streamed answer, ``b""`` at its end."""
     try:
         return await resp.content.readany()
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+    except BODY_FAULTS as exc:
         raise body_fault(upstream, exc) from None
 
 
@@ -199,9 +196,9 @@ async def read_upstream(upstream: HttpUpstream, resp: UpstreamResponse, limit: i
     if length is not None and length > limit:
         raise upstream.error("upstream_bad_response", f"answered with more than {limit} bytes")
     if length is not None and "Content-Encoding" not in resp.headers:
-        try:  # upstream_faults, inlined: it ran for every forwarded answer
+        try:
             return await resp.content.readexactly(length)
-        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        except BODY_FAULTS as exc:
             raise body_fault(upstream, exc) from None
     body = bytearray()
     while chunk := await read_chunk(upstream, resp):
