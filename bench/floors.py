@@ -34,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -211,10 +212,8 @@ async def one_run(url: str, concurrency: int, seconds: int, tmp: Path) -> dict[s
     client = run.Client(url, "modern")
     async with aiohttp.ClientSession(timeout=run.REQUEST_TIMEOUT) as session:
         await client.setup(session)  # one checked call
-        headers = "\n".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in client.headers.items())
         script = tmp / "load.lua"
-        fields = {"headers": headers, "tail": client.tail.decode(), "marker": client.marker.decode()}
-        script.write_text(run.WRK_SCRIPT % fields)
+        run.write_wrk_script(client, script)
         await run.wrk_once(client, concurrency, 1, script)  # warm-up
         return await run.wrk_once(client, concurrency, seconds, script)
 
@@ -229,7 +228,8 @@ async def compare(args: argparse.Namespace) -> int:
     with run.children() as started, tempfile.TemporaryDirectory(prefix="mcpgate-floors-") as name:
         tmp = Path(name)
         stub_url = run.start_stub(started, sse=False)
-        stub_port = int(stub_url.split(":")[2].split("/")[0])
+        stub_port = urlsplit(stub_url).port
+        assert stub_port is not None
         targets = {"direct": stub_url}
         for kind in KINDS:
             targets[kind] = start_reference(started, kind, stub_port)

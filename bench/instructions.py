@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -56,9 +57,8 @@ def start_target(args: argparse.Namespace, stub_url: str, tmp: Path) -> tuple[su
         argv = [args.python, str(run.STUB), "--port", str(port)]
         url = f"http://127.0.0.1:{port}/mcp"
     elif args.target in FLOORS:  # bench/floors.py's reference servers, which check nothing
-        upstream = stub_url.split(":")[2].split("/")[0]
         argv = [args.python, str(HERE / "floors.py"), "--serve", args.target, "--port", str(port)]
-        argv += ["--upstream", upstream]
+        argv += ["--upstream", str(urlsplit(stub_url).port)]
         url = f"http://127.0.0.1:{port}/mcp"
     else:
         config = tmp / "gateway.yml"
@@ -74,8 +74,8 @@ def start_target(args: argparse.Namespace, stub_url: str, tmp: Path) -> tuple[su
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     source = str(Path(args.source).resolve()) if args.source else str(run.ROOT)
     env = {**os.environ, "PYTHONPATH": source, "PYTHONUNBUFFERED": "1"}
-    log = (tmp / "target.log").open("wb")
-    proc = subprocess.Popen([*valgrind, *argv], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    with (tmp / "target.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*valgrind, *argv], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     deadline = time.monotonic() + 120  # Python's start-up under valgrind takes a while
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -113,10 +113,8 @@ async def measure(args: argparse.Namespace) -> int:
             client = run.Client(url, args.mode, run.credential("secured" if args.secured else "gateway"), method=method)
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
                 await client.setup(session)
-                headers = "\n".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in client.headers.items())
-                fields = {"headers": headers, "tail": client.tail.decode(), "marker": client.marker.decode()}
                 script = tmp / "load.lua"
-                script.write_text(run.WRK_SCRIPT % fields)
+                run.write_wrk_script(client, script)
                 await run.wrk_once(client, args.concurrency, args.warmup, script)
                 callgrind_control(proc.pid, "-i", "on")
                 result = await run.wrk_once(client, args.concurrency, args.seconds, script)

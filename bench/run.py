@@ -532,6 +532,13 @@ end
 """
 
 
+def write_wrk_script(client: Client, script: Path) -> None:
+    """``WRK_SCRIPT`` for ``client``: its headers, its request's tail after the id, its marker."""
+    headers = "\n".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in client.headers.items())
+    fields = {"headers": headers, "tail": client.tail.decode(), "marker": client.marker.decode()}
+    script.write_text(WRK_SCRIPT % fields)
+
+
 async def wrk_once(client: Client, concurrency: int, seconds: int, script: Path) -> dict[str, int]:
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), client.url]
     proc = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=seconds + 30, check=False)
@@ -549,11 +556,9 @@ async def run_level_wrk(
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
         await client.setup(session)  # the session (legacy) and the check call, as for the Python client
         try:
-            headers = "\n".join(f"wrk.headers[ [==[{k}]==] ] = [==[{v}]==]" for k, v in client.headers.items())
             with tempfile.TemporaryDirectory(prefix="mcpgate-bench-") as tmp:
                 script = Path(tmp) / "call.lua"
-                fields = {"headers": headers, "tail": client.tail.decode(), "marker": client.marker.decode()}
-                script.write_text(WRK_SCRIPT % fields)
+                write_wrk_script(client, script)
                 if warmup > 0:
                     await wrk_once(client, concurrency, 1, script)
                 cpu = cpu_seconds(pid)
